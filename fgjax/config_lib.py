@@ -1,0 +1,321 @@
+"""Configuration schema, presets and validation for the self-supervised methods.
+
+Config files under ``configs/`` are thin: they call :func:`ssl_config` with the
+method name and the preset string from ``--config=configs/x.py:preset``. This
+module holds the one schema every SSL config follows, so that a mistyped field
+is caught by comparing against it (:func:`validate`), not discovered as a
+silently ignored attribute hours into a run.
+
+Presets (comma-separated, applied left to right):
+
+* ``(none)``   -- the CPU default: quarter-width ResNet-18, 32 px embedded
+                  *patches* data, sized to finish in a few minutes on 2 cores.
+* ``cub200``   -- the paper's settings (ResNet-50, 224 px, batch 128, 100 epochs,
+                  D = 5632, alpha = 1, nu = 0.5, eps_g = 0.1, eps_var = 0.05,
+                  kappa = 0.02, K = 65536, m = 0.999, tau = 0.2, lr 0.03 per 256,
+                  cosine) on CUB-200-2011 (needs the real-data issue to run).
+* ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Iterable
+
+import ml_collections
+
+SSL_METHODS = ("moco", "perturb_moco")
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+DTYPES = ("float32", "bfloat16")
+PRESETS = ("cub200", "runlocal")
+
+
+class ConfigError(ValueError):
+  """A config field is unknown or has an impossible value (one line, names the field)."""
+
+
+def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config of an SSL method (``moco`` or ``perturb_moco``) with presets applied."""
+  if method not in SSL_METHODS:
+    raise ConfigError(f"method={method!r}: expected one of {SSL_METHODS}")
+  c = ml_collections.ConfigDict()
+  c.method = method
+  c.seed = 0
+  c.workdir = ""  # --workdir overrides; required at run time.
+
+  # ---- data: the embedded fine-grained *patches* set (fgjax.data.synthetic).
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "patches"
+  c.data.image_size = 32
+  c.data.num_super = 8
+  c.data.fine_per_super = 4
+  c.data.train_per_class = 64
+  c.data.test_per_class = 16
+  c.data.data_seed = 0  # the data set is fixed across training seeds.
+  c.data.global_batch_size = 128
+  c.data.read_threads = 2
+  c.data.prefetch_batches = 2
+
+  # ---- model
+  c.model = ml_collections.ConfigDict()
+  c.model.encoder = "resnet18"
+  c.model.width = 16  # channels of the first stage; 64 = full width.
+  c.model.cifar_stem = True  # 3x3 stride-1 stem, no max-pool (small images).
+  c.model.head_hidden_dim = 0  # 0: same as the encoder's feature dim (MoCo v2).
+  c.model.proj_dim = 128
+  c.model.decoder_channels = 128
+  c.model.decoder_upsamples = 3
+  c.model.dtype = "float32"
+  # Global number of BatchNorm groups ("devices" of the MoCo paper). The batch is
+  # split into this many groups, each normalised with its own statistics, the
+  # groups spread over the devices (bn_groups / num_devices per device). Keeping
+  # it fixed keeps the math identical on 1 or N devices; > 1 on one device is
+  # the single-device equivalent of MoCo's shuffle-BN.
+  c.model.bn_groups = 4
+
+  # ---- MoCo v2
+  c.moco = ml_collections.ConfigDict()
+  c.moco.queue_size = 4096  # K
+  c.moco.momentum = 0.99  # m (0.999 in the paper preset: long runs)
+  c.moco.temperature = 0.2  # tau
+  c.moco.shuffle_bn = True
+
+  # ---- Perturb-SSL (method P); ignored by plain MoCo.
+  c.perturb = ml_collections.ConfigDict()
+  c.perturb.bank_size = 1024  # D (5632 in the paper preset)
+  c.perturb.alpha = 1.0  # weight of L_R (Eq. 8)
+  c.perturb.nu = 0.5  # weight of L_Cp (Eq. 8)
+  c.perturb.eps_g = 0.1  # Grad-CAM noise std scale (Eq. 5)
+  c.perturb.eps_var = 0.05  # low-variance noise std scale (Eq. 6)
+  c.perturb.kappa = 0.02  # low-variance threshold (Eq. 6)
+  c.perturb.gradcam_noise = True  # ablation: False -> no v^g
+  c.perturb.lowvar_noise = True  # ablation: False -> no v^var
+  c.perturb.pair_loss = True  # ablation: False -> L_C + alpha * L_R only
+  c.perturb.pair_temperature = 0.2
+  # NT-Xent with the positive in the denominator (SimCLR); False is the paper's
+  # literal Eq. 7 (positive excluded).
+  c.perturb.pair_positive_in_denominator = True
+  # Silent points of the paper, as fields (README "Perturb-SSL defaults"):
+  c.perturb.recon_grad_to_encoder = True  # L_R trains f through v = f(x)
+  c.perturb.pair_grad_through_reconstruction = False  # x_hat, x_hat_p are data for L_Cp
+  c.perturb.decoder_pretrain_steps = 60  # encoder frozen, L_R only (Adam)
+  c.perturb.decoder_pretrain_lr = 2e-3
+
+  # ---- optimisation
+  c.optim = ml_collections.ConfigDict()
+  c.optim.base_lr = 0.03  # per lr_batch_base images
+  c.optim.lr_batch_base = 256
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.warmup_steps = 0
+  c.optim.num_epochs = 12.0
+
+  # ---- loop, checkpoints, logging
+  c.train = ml_collections.ConfigDict()
+  c.train.log_every = 10
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 2
+  c.train.max_steps = 0  # > 0: stop after this many steps (the schedule is unchanged).
+
+  # ---- evaluation at the end of training (frozen encoder)
+  c.eval = ml_collections.ConfigDict()
+  c.eval.knn_k = 20
+  c.eval.knn_temperature = 0.07
+  c.eval.recall_ks = (1, 2, 4, 8)
+  c.eval.chunk_size = 1024
+  c.eval.batch_size = 256
+  c.eval.random_init_baseline = True  # also evaluate the untrained encoder
+
+  if method == "moco":
+    # Plain MoCo v2: same data, model and schedule; the perturb fields stay in
+    # the schema (so both configs validate alike) but are unused.
+    c.perturb.decoder_pretrain_steps = 0
+
+  for name in _split_presets(preset):
+    _PRESET_FNS[name](c)
+  return c
+
+
+def _split_presets(preset: str | None) -> list[str]:
+  names = [p.strip() for p in (preset or "").split(",") if p.strip()]
+  for name in names:
+    if name not in _PRESET_FNS:
+      raise ConfigError(f"unknown preset {name!r}: expected one of {sorted(_PRESET_FNS)}")
+  return names
+
+
+def _preset_cub200(c: ml_collections.ConfigDict) -> None:
+  """The paper's settings (Perturb-SSL Sec. 4.1 and MoCo v2's official code)."""
+  c.data.name = "caltech_birds2011"
+  c.data.image_size = 224
+  c.data.global_batch_size = 128
+  c.model.encoder = "resnet50"
+  c.model.width = 64
+  c.model.cifar_stem = False
+  c.model.head_hidden_dim = 2048
+  c.model.proj_dim = 128
+  c.model.decoder_upsamples = 5  # 224 = 7 * 2**5
+  c.model.decoder_channels = 512
+  c.model.bn_groups = 4  # 32 images per BatchNorm group
+  c.moco.queue_size = 65536
+  c.moco.momentum = 0.999
+  c.moco.temperature = 0.2
+  c.perturb.bank_size = 5632
+  c.perturb.alpha = 1.0
+  c.perturb.nu = 0.5
+  c.perturb.eps_g = 0.1
+  c.perturb.eps_var = 0.05
+  c.perturb.kappa = 0.02
+  if c.method != "moco":
+    c.perturb.decoder_pretrain_steps = 2000
+  c.optim.base_lr = 0.03
+  c.optim.lr_batch_base = 256
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.num_epochs = 100.0
+  c.train.checkpoint_every = 1000
+  c.train.log_every = 50
+
+
+def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
+  """Shrinks any config to a few seconds of compute (tests, smoke runs)."""
+  c.data.name = "patches"
+  c.data.image_size = 16
+  c.data.num_super = 2
+  c.data.fine_per_super = 2
+  c.data.train_per_class = 8
+  c.data.test_per_class = 4
+  c.data.global_batch_size = 8
+  c.model.encoder = "resnet18"
+  c.model.width = 4
+  c.model.cifar_stem = True
+  c.model.head_hidden_dim = 16
+  c.model.proj_dim = 8
+  c.model.decoder_channels = 8
+  c.model.decoder_upsamples = 2
+  c.model.bn_groups = 2
+  c.moco.queue_size = 32
+  c.perturb.bank_size = 16
+  if c.method != "moco":
+    c.perturb.decoder_pretrain_steps = 2
+  c.optim.num_epochs = 2.0
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.eval.knn_k = 3
+  c.eval.batch_size = 16
+  c.eval.chunk_size = 8
+  c.eval.random_init_baseline = False
+
+
+_PRESET_FNS = {"cub200": _preset_cub200, "runlocal": _preset_runlocal}
+
+
+# ----------------------------------------------------------------------------
+# Validation: one clear line naming the field, before anything compiles.
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in cfg.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flatten(value, path + "."))
+    else:
+      out[path] = value
+  return out
+
+
+def check_known_fields(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a field the schema does not have (with a suggestion)."""
+  known = _flatten(schema)
+  for path in _flatten(cfg):
+    if path not in known:
+      close = difflib.get_close_matches(path, known, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise ConfigError(f"unknown config field {path!r}{hint}")
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+  if not condition:
+    raise ConfigError(f"config field {field!r}: {message}")
+
+
+def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
+  """Checks an SSL config for unknown fields and impossible values.
+
+  Raises:
+    ConfigError: one line naming the offending field.
+  """
+  _require(cfg.get("method") in SSL_METHODS, "method", f"expected one of {SSL_METHODS}, got {cfg.get('method')!r}")
+  check_known_fields(cfg, ssl_config(cfg.method))
+
+  d, m, mo, p, o, t, e = cfg.data, cfg.model, cfg.moco, cfg.perturb, cfg.optim, cfg.train, cfg.eval
+  gb = d.global_batch_size
+  _require(isinstance(gb, int) and gb > 0, "data.global_batch_size", f"must be a positive integer, got {gb!r}")
+  _require(gb % num_devices == 0, "data.global_batch_size",
+           f"{gb} is not divisible by the device count {num_devices}")
+  _require(gb % num_processes == 0, "data.global_batch_size",
+           f"{gb} is not divisible by the process count {num_processes}")
+  _require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
+  for field in ("num_super", "fine_per_super", "train_per_class", "test_per_class"):
+    _require(d[field] >= 1, f"data.{field}", f"must be >= 1, got {d[field]}")
+  _require(d.num_super * d.fine_per_super * d.train_per_class >= gb, "data.train_per_class",
+           "the training split is smaller than one global batch")
+
+  _require(m.encoder in ENCODERS, "model.encoder", f"expected one of {ENCODERS}, got {m.encoder!r}")
+  _require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
+  _require(m.dtype in DTYPES, "model.dtype", f"expected one of {DTYPES}, got {m.dtype!r}")
+  _require(m.proj_dim >= 1, "model.proj_dim", f"must be >= 1, got {m.proj_dim}")
+  _require(m.bn_groups >= 1 and m.bn_groups % num_devices == 0, "model.bn_groups",
+           f"{m.bn_groups} must be a positive multiple of the device count {num_devices}")
+  _require(gb % m.bn_groups == 0 and gb // m.bn_groups >= 2, "model.bn_groups",
+           f"the global batch {gb} must split into {m.bn_groups} groups of >= 2 images")
+  _require(d.image_size % (2 ** m.decoder_upsamples) == 0, "model.decoder_upsamples",
+           f"image_size {d.image_size} is not divisible by 2**{m.decoder_upsamples}")
+
+  _require(mo.temperature > 0, "moco.temperature", f"must be > 0, got {mo.temperature}")
+  _require(0.0 <= mo.momentum <= 1.0, "moco.momentum", f"must be in [0, 1], got {mo.momentum}")
+  _require(mo.queue_size >= gb and mo.queue_size % gb == 0, "moco.queue_size",
+           f"K={mo.queue_size} must be a positive multiple of the global batch {gb}")
+
+  if cfg.method == "perturb_moco":
+    _require(p.bank_size >= gb and p.bank_size % gb == 0, "perturb.bank_size",
+             f"D={p.bank_size} must be a positive multiple of the global batch {gb}")
+    for field in ("alpha", "nu", "eps_g", "eps_var", "kappa"):
+      _require(p[field] >= 0 and math.isfinite(p[field]), f"perturb.{field}", f"must be >= 0, got {p[field]}")
+    _require(p.pair_temperature > 0, "perturb.pair_temperature", f"must be > 0, got {p.pair_temperature}")
+    _require(p.decoder_pretrain_steps >= 0, "perturb.decoder_pretrain_steps", "must be >= 0")
+    _require(p.decoder_pretrain_lr > 0, "perturb.decoder_pretrain_lr", "must be > 0")
+
+  _require(o.base_lr > 0, "optim.base_lr", f"must be > 0, got {o.base_lr}")
+  _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+  _require(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+  _require(o.schedule in ("cosine", "constant"), "optim.schedule", f"expected 'cosine' or 'constant', got {o.schedule!r}")
+  _require(o.num_epochs > 0, "optim.num_epochs", f"must be > 0, got {o.num_epochs}")
+  _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+  _require(t.log_every >= 1, "train.log_every", "must be >= 1")
+  _require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+  _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+  _require(t.max_steps >= 0, "train.max_steps", "must be >= 0")
+  _require(e.knn_k >= 1, "eval.knn_k", "must be >= 1")
+  _require(e.knn_temperature > 0, "eval.knn_temperature", "must be > 0")
+  _require(all(k >= 1 for k in e.recall_ks), "eval.recall_ks", "every k must be >= 1")
+  _require(e.chunk_size >= 1 and e.batch_size >= 1, "eval.chunk_size", "chunk and batch sizes must be >= 1")
+
+
+def steps_per_epoch(cfg: ml_collections.ConfigDict) -> int:
+  """Training steps per epoch of the embedded / configured training split."""
+  d = cfg.data
+  n_train = d.num_super * d.fine_per_super * d.train_per_class
+  return max(1, n_train // d.global_batch_size)
+
+
+def total_train_steps(cfg: ml_collections.ConfigDict) -> int:
+  """Joint-training steps of the schedule (decoder pre-training not included)."""
+  return max(1, int(round(cfg.optim.num_epochs * steps_per_epoch(cfg))))
+
+
+def iter_fields(cfg: ml_collections.ConfigDict) -> Iterable[tuple[str, Any]]:
+  return _flatten(cfg).items()

@@ -1,0 +1,192 @@
+"""Perturb-MoCo (seed method P on the MoCo v2 base): the per-device steps.
+
+Step numbers below are DESIGN.md's ("Core method P, exactly"); equation numbers
+are the paper's (Wang et al., "On Learning Discriminative Features from
+Synthesized Data for Self-Supervised Fine-Grained Visual Recognition").
+
+Forward passes per joint step (shared wherever the math allows):
+  key encoder on x'' (no grad) | online encoder on x' (L_C) | online encoder on
+  x (v, for L_R, Grad-CAM, the bank) | head only for Grad-CAM (no encoder pass) |
+  ONE decoder pass on [v; v_p] | ONE online-encoder pass on [x_hat; x_hat_p].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from fgjax import gradcam as gradcam_lib
+from fgjax import losses
+from fgjax import perturb as perturb_lib
+from fgjax import queue as queue_lib
+from fgjax.data import augment
+from fgjax.methods import moco
+from fgjax.methods import ssl_common as common
+from fgjax.parallel import DATA_AXIS
+
+PyTree = Any
+
+
+def push_to_bank(state: common.TrainState, local_features: jax.Array):
+  """Step 5a: all-gathers this step's features ``[b, n]`` and writes them into M.
+
+  Returns:
+    ``(bank [D, n], bank_ptr, bank_count)``; identical on every device.
+  """
+  global_features = lax.all_gather(lax.stop_gradient(local_features), DATA_AXIS, tiled=True)
+  bank, ptr = queue_lib.enqueue(state.feature_bank, global_features, state.bank_ptr)
+  count = jnp.minimum(state.bank_count + global_features.shape[0], bank.shape[0])
+  return bank, ptr, count
+
+
+def encode_pairs(encoder, params, batch_stats, a: jax.Array, b: jax.Array, *, groups: int):
+  """Online features of two aligned batches ``a, b: [n, ...]`` in one encoder pass.
+
+  Each BatchNorm group holds the a's and b's of the same examples, so one device
+  with ``groups`` groups computes what ``groups`` devices would. Running BN
+  statistics are NOT updated from these passes: evaluation uses the running
+  statistics, which should describe real images, not reconstructions.
+
+  Returns:
+    ``(features_a [n, d], features_b [n, d])``.
+  """
+  n = a.shape[0]
+  per = n // groups
+  stacked = jnp.concatenate([a.reshape(groups, per, *a.shape[1:]),
+                             b.reshape(groups, per, *b.shape[1:])], axis=1)
+  feats, _ = common.encode(encoder, params, batch_stats, stacked.reshape(2 * n, *a.shape[1:]),
+                           groups=groups)
+  feats = feats.reshape(groups, 2 * per, -1)
+  return feats[:, :per].reshape(n, -1), feats[:, per:].reshape(n, -1)
+
+
+def gradcam_scores(head, head_params, features, keys, queue, temperature):
+  """Step 4 / Eq. 3: ``eta = ReLU(dL_C(g(v), k)/dv * v)``, through the head only, no gradient."""
+  head_params = lax.stop_gradient(head_params)
+
+  def per_example_loss(v):
+    z = common.l2n(head.apply({"params": head_params}, v))
+    return losses.infonce_with_queue(query=z, key=keys, queue=queue, temperature=temperature)
+
+  return gradcam_lib.gradcam_feature_scores(per_example_loss, lax.stop_gradient(features))
+
+
+def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+                      nets: common.Networks, hp: moco.MocoHParams, tx: optax.GradientTransformation
+                      ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+  """One joint Perturb-MoCo step, per device: ``L = L_C + alpha L_R + nu L_Cp`` (Eq. 8).
+
+  Args:
+    state: replicated TrainState (with decoder params and the memory bank).
+    batch: ``{'image': uint8 [b, H, W, 3], ...}``, this device's slice.
+    rng: replicated base key; the step folds in ``state.step``.
+
+  Returns:
+    ``(new_state, metrics)``; metrics are device means of each loss term and
+    of the perturbation statistics.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  aug_rng, shuffle_rng, noise_rng = jax.random.split(rng, 3)
+  x01 = common.to_float_images(batch["image"])
+  x = augment.normalize(x01)  # the non-augmented image (L_R target, Grad-CAM, bank)
+  x1, x2 = common.augmented_views(aug_rng, x01)
+  b = x.shape[0]
+  groups = hp.local_bn_groups
+
+  # Steps 1-2: momentum update, keys (no gradient, shuffle-BN).
+  momentum_params, momentum_stats, keys, global_keys = moco.key_network_forward(
+      state, x2, shuffle_rng, nets=nets, hp=hp)
+  noise_keys = common.example_keys(noise_rng, b)
+
+  def loss_fn(params):
+    # Step 3: L_C, MoCo v2 InfoNCE on x'.
+    loss_c, stats = moco.query_infonce(params, state.batch_stats, x1, keys, state.queue,
+                                       nets=nets, hp=hp)
+    # Step 4: v = f(x), Grad-CAM scores through the head only.
+    v, stats = common.encode(nets.encoder, params["encoder"], stats, x, groups=groups)
+    eta = gradcam_scores(nets.head, params["head"], v, keys, state.queue, hp.temperature)
+    # Step 5: bank after pushing this batch, per-dimension variance s (filled rows only).
+    bank, bank_ptr, bank_count = push_to_bank(state, v)
+    s = perturb_lib.feature_bank_variance(bank, num_valid_rows=bank_count)
+    # Step 6: v_p = v + v^g + v^var, per-example keys (device-count independent).
+    v_p, aux = jax.vmap(
+        lambda key, vi, ei: perturb_lib.perturb_features(
+            key, vi[None], gradcam_scores=ei[None], bank_variance=s, eps_g=hp.eps_g,
+            eps_var=hp.eps_var, kappa=hp.kappa, use_gradcam_noise=hp.gradcam_noise,
+            use_lowvar_noise=hp.lowvar_noise))(noise_keys, v, eta)
+    v_p = v_p[:, 0]
+    # Step 7: one decoder pass on [v; v_p]; L_R (Eq. 2) on the clean reconstruction.
+    v_dec = v if hp.recon_grad_to_encoder else lax.stop_gradient(v)
+    v_p_dec = v_p if hp.recon_grad_to_encoder else lax.stop_gradient(v_p)
+    recon = nets.decoder.apply({"params": params["decoder"]}, jnp.concatenate([v_dec, v_p_dec]))
+    x_hat, x_hat_p = recon[:b], recon[b:]
+    loss_r = jnp.mean(jnp.square(x - x_hat))
+    # Step 8: L_Cp (Eq. 7), NT-Xent between g(f(x_hat)) and g(f(x_hat_p)), the other
+    # reconstructions of the whole (all-gathered) batch as negatives.
+    if hp.pair_loss:
+      if not hp.pair_grad_through_reconstruction:
+        x_hat, x_hat_p = lax.stop_gradient(x_hat), lax.stop_gradient(x_hat_p)
+      f_hat, f_hat_p = encode_pairs(nets.encoder, params["encoder"], stats, x_hat, x_hat_p,
+                                    groups=groups)
+      z = common.l2n(nets.head.apply({"params": params["head"]}, jnp.concatenate([f_hat, f_hat_p])))
+      z_all = lax.all_gather(z[:b], DATA_AXIS, tiled=True)
+      z_p_all = lax.all_gather(z[b:], DATA_AXIS, tiled=True)
+      pair_losses = losses.nt_xent(z_a=z_all, z_b=z_p_all, temperature=hp.pair_temperature,
+                                   include_positive_in_denominator=hp.pair_positive_in_denominator)
+      loss_cp = jnp.mean(lax.dynamic_slice_in_dim(pair_losses, lax.axis_index(DATA_AXIS) * b, b))
+    else:
+      loss_cp = jnp.zeros((), jnp.float32)
+    total = loss_c + hp.alpha * loss_r + hp.nu * loss_cp
+    terms = {
+        "loss": total, "loss_c": loss_c, "loss_r": loss_r, "loss_cp": loss_cp,
+        "lowvar_fraction": aux["lowvar_fraction"].mean(),
+        "gradcam_noise_abs": jnp.mean(jnp.abs(aux["gradcam_noise"])),
+        "lowvar_noise_abs": jnp.mean(jnp.abs(aux["lowvar_noise"])),
+    }
+    return total, (stats, (bank, bank_ptr, bank_count), terms)
+
+  (_, (new_stats, bank_state, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  params, opt_state = moco.apply_gradients(state, grads, tx)
+  queue, queue_ptr = queue_lib.enqueue(state.queue, global_keys, state.queue_ptr)
+  bank, bank_ptr, bank_count = bank_state
+  new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state,
+      batch_stats=common.mean_over_devices(new_stats), momentum_params=momentum_params,
+      momentum_batch_stats=common.mean_over_devices(momentum_stats),
+      queue=queue, queue_ptr=queue_ptr, feature_bank=bank, bank_ptr=bank_ptr, bank_count=bank_count)
+  return new_state, common.mean_over_devices(terms)
+
+
+def decoder_pretrain_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+                          nets: common.Networks, hp: moco.MocoHParams,
+                          decoder_tx: optax.GradientTransformation
+                          ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+  """Decoder pre-training (paper Sec. 4.1): encoder frozen, ``L_R`` only, per device.
+
+  The frozen encoder runs with batch statistics (as in the joint step, whose
+  v = f(x) is computed in training mode) but its running statistics are left
+  untouched. The features also fill the memory bank, so that joint training
+  starts with a warm bank.
+  """
+  del rng  # deterministic: no augmentation of x for L_R (paper Sec. 3.2)
+  x = augment.normalize(common.to_float_images(batch["image"]))
+  v, _ = common.encode(nets.encoder, state.params["encoder"], state.batch_stats, x,
+                       groups=hp.local_bn_groups)
+  v = lax.stop_gradient(v)
+
+  def loss_fn(decoder_params):
+    x_hat = nets.decoder.apply({"params": decoder_params}, v)
+    return jnp.mean(jnp.square(x - x_hat))
+
+  loss_r, grads = jax.value_and_grad(loss_fn)(state.params["decoder"])
+  grads = common.mean_over_devices(grads)
+  updates, dec_opt_state = decoder_tx.update(grads, state.decoder_opt_state, state.params["decoder"])
+  params = dict(state.params, decoder=optax.apply_updates(state.params["decoder"], updates))
+  bank, bank_ptr, bank_count = push_to_bank(state, v)
+  new_state = state.replace(step=state.step + 1, params=params, decoder_opt_state=dec_opt_state,
+                            feature_bank=bank, bank_ptr=bank_ptr, bank_count=bank_count)
+  return new_state, common.mean_over_devices({"loss": loss_r, "loss_r": loss_r})

@@ -1,0 +1,185 @@
+"""Pieces shared by the MoCo-family steps: networks, train state, grouped BN, views.
+
+Everything here is per device (called inside ``shard_map`` over ``'data'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax import lax
+
+from fgjax import losses
+from fgjax.data import augment
+from fgjax.models import decoder as decoder_lib
+from fgjax.models import heads as heads_lib
+from fgjax.models import resnet as resnet_lib
+from fgjax.parallel import DATA_AXIS
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The Flax modules of an SSL method (static: hashable, closed over by the step)."""
+
+  encoder: nn.Module
+  head: nn.Module
+  decoder: nn.Module | None = None
+
+
+def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
+  """Encoder f, projection head g and (for Perturb-SSL) decoder h from a config."""
+  m = cfg.model
+  dtype = jnp.dtype(m.dtype)
+  encoder = resnet_lib.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
+  n = resnet_lib.feature_dim(m.encoder, m.width)
+  head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim, dtype=dtype)
+  decoder = None
+  if cfg.method == "perturb_moco":
+    decoder = decoder_lib.Decoder(
+        image_size=cfg.data.image_size, base_channels=m.decoder_channels,
+        num_upsamples=m.decoder_upsamples, dtype=dtype)
+  return Networks(encoder=encoder, head=head, decoder=decoder)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue exactly (checkpointed whole).
+
+  Attributes:
+    step: int32 scalar, number of optimizer steps taken (decoder pre-training
+      steps included).
+    params: ``{'encoder', 'head'[, 'decoder']}`` online parameters.
+    batch_stats: BatchNorm running statistics of the online encoder.
+    momentum_params: ``{'encoder', 'head'}`` key (momentum) network, EMA of params.
+    momentum_batch_stats: BatchNorm running statistics of the key encoder.
+    opt_state: optax state of the joint optimizer (all of ``params``).
+    decoder_opt_state: optax state of the decoder pre-training optimizer (``()``
+      for plain MoCo).
+    queue: ``[K, proj_dim]`` L2-normalised keys (MoCo negatives), a ring buffer.
+    queue_ptr: int32 scalar, next row of ``queue`` to write.
+    feature_bank: ``[D, n]`` memory bank M of pooled features (``[0, n]`` for
+      plain MoCo).
+    bank_ptr: int32 scalar, next row of ``feature_bank`` to write.
+    bank_count: int32 scalar, rows of ``feature_bank`` filled so far (<= D).
+  """
+
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  momentum_params: PyTree
+  momentum_batch_stats: PyTree
+  opt_state: PyTree
+  decoder_opt_state: PyTree
+  queue: jax.Array
+  queue_ptr: jax.Array
+  feature_bank: jax.Array
+  bank_ptr: jax.Array
+  bank_count: jax.Array
+
+
+def encode(encoder: nn.Module, params: PyTree, batch_stats: PyTree, images: jax.Array, *,
+           groups: int, train: bool = True) -> tuple[jax.Array, PyTree]:
+  """Pooled features of ``images`` with BatchNorm statistics per group.
+
+  The batch ``images: [b, H, W, 3]`` is split into ``groups`` contiguous groups
+  and each group is normalised with its own batch statistics -- exactly what
+  ``groups`` devices with per-device BN compute. The running statistics are the
+  mean of the groups' updates (what a pmean over those devices gives).
+
+  Returns:
+    ``(v [b, n] float32, new_batch_stats)``; in eval mode the stats are unchanged.
+  """
+  variables = {"params": params, "batch_stats": batch_stats}
+  if not train:
+    return encoder.apply(variables, images, train=False), batch_stats
+  b = images.shape[0]
+  if b % groups:
+    raise ValueError(f"encode: batch {b} is not divisible into {groups} BatchNorm groups")
+
+  def one_group(x):
+    v, updates = encoder.apply(variables, x, train=True, mutable=["batch_stats"])
+    return v, updates["batch_stats"]
+
+  if groups == 1:
+    return one_group(images)
+  grouped = images.reshape(groups, b // groups, *images.shape[1:])
+  v, stats = jax.vmap(one_group)(grouped)
+  return v.reshape(b, -1), jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
+
+
+def example_keys(rng: jax.Array, local_batch: int) -> jax.Array:
+  """One PRNG key per example, by its position in the *global* batch.
+
+  Seeding by global position (not by device) makes augmentation and noise
+  independent of how the batch is split over devices.
+  """
+  offset = lax.axis_index(DATA_AXIS) * local_batch
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(offset + jnp.arange(local_batch))
+
+
+def to_float_images(images: jax.Array) -> jax.Array:
+  """uint8 ``[b, H, W, 3]`` -> float32 in [0, 1]."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def augmented_views(rng: jax.Array, images01: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Two MoCo v2 aug+ views ``x' = T1(x), x'' = T2(x)`` (normalised), ``[b, H, W, 3]`` each."""
+  rng1, rng2 = jax.random.split(rng)
+  b = images01.shape[0]
+
+  def one_view(key):
+    keys = example_keys(key, b)
+    views = jax.vmap(lambda k, im: augment.mocov2_augment(k, im[None])[0])(keys, images01)
+    return augment.normalize(views)
+
+  return one_view(rng1), one_view(rng2)
+
+
+def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats: PyTree,
+                  views: jax.Array, rng: jax.Array, *, groups: int, shuffle_bn: bool
+                  ) -> tuple[jax.Array, jax.Array, PyTree]:
+  """MoCo keys ``k = normalize(g_k(f_k(x'')))`` with shuffle-BN across all devices.
+
+  The global batch of views is permuted with a permutation shared by all
+  devices before the key encoder (so a BN group holds other images than the
+  matching query group), then the keys are un-shuffled. One device with
+  ``groups > 1`` BN groups computes the same as ``groups`` devices.
+
+  Args:
+    views: ``[b, H, W, 3]`` this device's key views.
+
+  Returns:
+    ``(local_keys [b, k], global_keys [B, k], new_momentum_batch_stats)``,
+    gradient-free; ``global_keys`` are in global batch order (for the queue).
+  """
+  b = views.shape[0]
+  me = lax.axis_index(DATA_AXIS)
+  if shuffle_bn:
+    all_views = lax.all_gather(views, DATA_AXIS, tiled=True)
+    perm = jax.random.permutation(rng, all_views.shape[0])
+    views = all_views[lax.dynamic_slice_in_dim(perm, me * b, b)]
+  feats, new_stats = encode(nets.encoder, momentum_params["encoder"], momentum_batch_stats, views,
+                            groups=groups)
+  keys = l2n(nets.head.apply({"params": momentum_params["head"]}, feats))
+  global_keys = lax.all_gather(keys, DATA_AXIS, tiled=True)
+  if shuffle_bn:
+    global_keys = global_keys[jnp.argsort(perm)]
+  local_keys = lax.dynamic_slice_in_dim(global_keys, me * b, b)
+  return lax.stop_gradient(local_keys), lax.stop_gradient(global_keys), new_stats
+
+
+def l2n(x: jax.Array) -> jax.Array:
+  return losses.l2_normalize(x)
+
+
+def mean_over_devices(tree: PyTree) -> PyTree:
+  """``lax.pmean`` over the data axis: gradients, BN statistics, metrics."""
+  return lax.pmean(tree, DATA_AXIS)

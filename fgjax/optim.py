@@ -1,0 +1,33 @@
+"""Optimizers and learning-rate schedules (optax)."""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+
+def learning_rate(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear scaling rule ``base_lr * B / lr_batch_base``, optional warm-up, cosine or constant."""
+  o = cfg.optim
+  peak = o.base_lr * cfg.data.global_batch_size / o.lr_batch_base
+  if o.schedule == "constant":
+    main = optax.constant_schedule(peak)
+  else:
+    main = optax.cosine_decay_schedule(peak, decay_steps=max(1, total_steps - o.warmup_steps))
+  if o.warmup_steps:
+    warm = optax.linear_schedule(0.0, peak, o.warmup_steps)
+    return optax.join_schedules([warm, main], [o.warmup_steps])
+  return main
+
+
+def sgd_with_coupled_weight_decay(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """SGD + momentum with PyTorch-style (coupled) weight decay, as MoCo's official code.
+
+  Weight decay is added to the gradient before momentum, on every parameter
+  (BN scales and biases included), exactly as ``torch.optim.SGD(weight_decay=)``.
+  """
+  o = cfg.optim
+  return optax.chain(
+      optax.add_decayed_weights(o.weight_decay),
+      optax.sgd(learning_rate(cfg, total_steps), momentum=o.momentum),
+  )

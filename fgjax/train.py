@@ -1,0 +1,257 @@
+"""The training loop of the SSL methods (MoCo v2, Perturb-MoCo).
+
+Sections in a fixed order: config check -> workdir -> mesh -> data -> model
+init -> optimizer -> resume -> loop (with NaN guard, metrics, checkpoints) ->
+evaluation -> results. The step functions themselves live at module level in
+``fgjax.methods`` and are pure ``(state, batch, rng) -> (state, metrics)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from fgjax import checkpointing
+from fgjax import config_lib
+from fgjax import metrics_writer
+from fgjax import optim
+from fgjax import parallel
+from fgjax.data import pipeline
+from fgjax.evaluate import features as features_lib
+from fgjax.evaluate import report
+from fgjax.evaluate import retrieval
+from fgjax.methods import moco
+from fgjax.methods import perturb_moco
+from fgjax.methods import ssl_common
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss term became NaN/inf; the message names the step and the term."""
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot be created or written."""
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and checks that it is writable (a clear error if not)."""
+  if not workdir:
+    raise WorkdirError("no workdir given: pass --workdir=DIR (or --config.workdir=DIR)")
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+  return workdir
+
+
+def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:
+  for step, scalars in pending:
+    for name, value in scalars.items():
+      if not math.isfinite(value):
+        return step, name
+  return None
+
+
+class _Progress:
+  """Step, loss terms, images/s and ETA, logged every ``log_every`` steps."""
+
+  def __init__(self, total_steps: int, global_batch: int):
+    self.total = total_steps
+    self.batch = global_batch
+    self.window_start = None
+    self.window_steps = 0
+    self.step_times: list[float] = []
+
+  def start_window(self):
+    self.window_start = time.perf_counter()
+    self.window_steps = 0
+
+  def line(self, step: int, scalars: dict[str, float], *, compiled: bool) -> str:
+    elapsed = time.perf_counter() - self.window_start
+    per_step = elapsed / max(1, self.window_steps)
+    if compiled:  # windows that include compilation do not predict the rate
+      self.step_times.append(per_step)
+    rate = self.batch / per_step if per_step > 0 else float("nan")
+    recent = self.step_times[-5:] or [per_step]
+    eta = (self.total - step) * float(np.median(recent))
+    terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
+    return (f"step {step}/{self.total} {terms} | {rate:.1f} img/s | "
+            f"ETA {time.strftime('%H:%M:%S', time.gmtime(max(0.0, eta)))}")
+
+
+def evaluate_encoder(cfg: ml_collections.ConfigDict, nets: ssl_common.Networks, params: Any,
+                     batch_stats: Any, data: dict[str, Any]) -> dict[str, float]:
+  """kNN accuracy and leave-one-out retrieval of the frozen encoder's pooled features."""
+  e = cfg.eval
+  train_f = features_lib.extract_features(nets.encoder, params, batch_stats, data["train"]["image"],
+                                          batch_size=e.batch_size)
+  test_f = features_lib.extract_features(nets.encoder, params, batch_stats, data["test"]["image"],
+                                         batch_size=e.batch_size)
+  out = {}
+  for level in ("fine", "super"):
+    key = f"{level}_label"
+    out[f"knn_top1_{level}"] = retrieval.knn_accuracy(
+        train_f, data["train"][key], test_f, data["test"][key], k=e.knn_k,
+        temperature=e.knn_temperature, chunk_size=e.chunk_size)
+    r = retrieval.retrieval_metrics(test_f, data["test"][key], ks=tuple(e.recall_ks), rank_ks=(1, 5),
+                                    chunk_size=e.chunk_size)
+    out[f"rank1_{level}"] = r["rank1"]
+    out[f"rank5_{level}"] = r["rank5"]
+    out[f"map_{level}"] = r["map"]
+    for k in e.recall_ks:
+      out[f"recall@{k}_{level}"] = r[f"recall@{k}"]
+  return out
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the configured SSL method, evaluates the frozen encoder, writes results.
+
+  Resumes automatically from the latest checkpoint in ``workdir``.
+
+  Returns:
+    The results dict written to ``results.json``.
+
+  Raises:
+    config_lib.ConfigError, WorkdirError, NonFiniteLossError.
+  """
+  # ---- config and workdir (before anything compiles)
+  mesh = parallel.make_mesh()
+  num_devices = mesh.size
+  config_lib.validate(cfg, num_devices=num_devices, num_processes=jax.process_count())
+  workdir = prepare_workdir(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(cfg.to_json_best_effort(indent=2))
+
+  # ---- data
+  data = pipeline.load_splits(cfg)
+  batches = pipeline.train_batches(
+      data["train"], global_batch_size=cfg.data.global_batch_size, seed=cfg.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+  # ---- model and optimizer
+  nets = ssl_common.build_networks(cfg)
+  perturb = cfg.method == "perturb_moco"
+  pretrain_steps = cfg.perturb.decoder_pretrain_steps if perturb else 0
+  joint_steps = config_lib.total_train_steps(cfg)
+  total_steps = pretrain_steps + joint_steps
+  last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
+  tx = optim.sgd_with_coupled_weight_decay(cfg, joint_steps)
+  decoder_tx = optax.adam(cfg.perturb.decoder_pretrain_lr) if perturb else None
+  hp = moco.hparams_from_config(cfg, num_devices)
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  state = moco.create_state(cfg, nets, init_rng, tx, decoder_tx)
+  state = parallel.replicate(mesh, state)
+  step_rng = parallel.replicate(mesh, step_rng)
+
+  # ---- resume
+  ckpt = checkpointing.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
+  start = 0
+  results: dict[str, Any] = {}
+  baseline_path = os.path.join(workdir, "random_init_eval.json")
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, start = ckpt.restore(latest, state)
+    logging.info("resumed from %s at step %d", ckpt.directory, start)
+  elif cfg.eval.random_init_baseline and is_main:
+    # The untrained encoder, evaluated with the same protocol: the floor.
+    host = jax.device_get(state)
+    baseline = evaluate_encoder(cfg, nets, host.params["encoder"], host.batch_stats, data)
+    with open(baseline_path, "w") as f:
+      json.dump(baseline, f)
+
+  # ---- steps (module-level pure functions, compiled once each)
+  if perturb:
+    joint_fn = functools.partial(perturb_moco.perturb_moco_step, nets=nets, hp=hp, tx=tx)
+    pretrain_fn = parallel.data_parallel(
+        functools.partial(perturb_moco.decoder_pretrain_step, nets=nets, hp=hp, decoder_tx=decoder_tx), mesh)
+  else:
+    joint_fn = functools.partial(moco.moco_step, nets=nets, hp=hp, tx=tx)
+    pretrain_fn = None
+  joint_fn = parallel.data_parallel(joint_fn, mesh)
+
+  # ---- loop
+  writer = metrics_writer.MetricsWriter(workdir)
+  progress = _Progress(total_steps, cfg.data.global_batch_size)
+  pending: list[tuple[int, Any]] = []
+  last_saved = start
+  it = pipeline.iterate_from(batches, start, read_threads=cfg.data.read_threads,
+                             prefetch=cfg.data.prefetch_batches)
+  logging.info("training %s: %d decoder pre-training + %d joint steps, %d device(s), start at %d",
+               cfg.method, pretrain_steps, joint_steps, num_devices, start)
+
+  def flush(step: int) -> dict[str, float]:
+    """Fetches buffered metrics, stops on NaN/inf (before any checkpoint of it)."""
+    fetched = [(s, {k: float(v) for k, v in jax.device_get(m).items()}) for s, m in pending]
+    pending.clear()
+    bad = _first_nonfinite(fetched)
+    if bad is not None:
+      bad_step, term = bad
+      raise NonFiniteLossError(
+          f"non-finite {term} at step {bad_step} (steps {fetched[0][0]}-{fetched[-1][0]} checked); "
+          f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
+    for s, scalars in fetched:
+      writer.write(s, scalars)
+    return fetched[-1][1] if fetched else {}
+
+  lr_schedule = optim.learning_rate(cfg, joint_steps)
+  try:
+    progress.start_window()
+    compiled_phase = set()
+    for step in range(start, last_step):
+      batch = parallel.shard_batch(mesh, next(it))
+      fn = pretrain_fn if step < pretrain_steps else joint_fn
+      state, metrics = fn(state, batch, step_rng)
+      metrics = dict(metrics, lr=0.0 if step < pretrain_steps else lr_schedule(step - pretrain_steps))
+      pending.append((step + 1, metrics))
+      progress.window_steps += 1
+      done = step + 1
+      if done % cfg.train.log_every == 0 or done == last_step:
+        scalars = flush(done)
+        phase = "pretrain" if step < pretrain_steps else "joint"
+        if is_main:
+          logging.info("[%s] %s", phase, progress.line(done, scalars, compiled=phase in compiled_phase))
+        compiled_phase.add(phase)
+        progress.start_window()
+      if done % cfg.train.checkpoint_every == 0 or done == last_step:
+        flush(done)
+        ckpt.save(done, state, data_position=done)
+        last_saved = done
+  finally:
+    ckpt.close()
+    writer.close()
+
+  # ---- evaluation of the frozen encoder, results
+  if last_step < total_steps:
+    logging.info("stopped at step %d of %d (train.max_steps); rerun to resume", last_step, total_steps)
+  host = jax.device_get(state)
+  if is_main:
+    results["trained"] = evaluate_encoder(cfg, nets, host.params["encoder"], host.batch_stats, data)
+    if os.path.exists(baseline_path):
+      with open(baseline_path) as f:
+        results["random_init"] = json.load(f)
+    results["run"] = {
+        "method": cfg.method, "steps": f"{last_step} of {total_steps} "
+        f"({pretrain_steps} decoder pre-training + {joint_steps} joint)",
+        "encoder": f"{cfg.model.encoder} width {cfg.model.width}",
+        "data": f"{cfg.data.name} {cfg.data.image_size}px", "devices": num_devices,
+        "seed": cfg.seed,
+    }
+    report.write_results(workdir, results, title=f"fgjax {cfg.method}")
+  return results

@@ -1,0 +1,77 @@
+"""Config presets and validation: bad input stops before anything compiles, naming the field."""
+
+import pytest
+from ml_collections import config_flags  # noqa: F401  (the flag machinery users go through)
+
+from fgjax import config_lib
+
+
+def _cfg(preset=None, method="perturb_moco"):
+  return config_lib.ssl_config(method, preset)
+
+
+@pytest.mark.parametrize("method", config_lib.SSL_METHODS)
+@pytest.mark.parametrize("preset", [None, "runlocal", "cub200", "cub200,runlocal"])
+def test_presets_validate(method, preset):
+  config_lib.validate(_cfg(preset, method), num_devices=1)
+
+
+def test_cub200_matches_paper_settings():
+  c = _cfg("cub200")
+  assert (c.model.encoder, c.data.image_size, c.data.global_batch_size, c.optim.num_epochs) == (
+      "resnet50", 224, 128, 100.0)
+  assert (c.perturb.bank_size, c.perturb.alpha, c.perturb.nu) == (5632, 1.0, 0.5)
+  assert (c.perturb.eps_g, c.perturb.eps_var, c.perturb.kappa) == (0.1, 0.05, 0.02)
+  assert (c.moco.queue_size, c.moco.momentum, c.moco.temperature) == (65536, 0.999, 0.2)
+  assert (c.optim.base_lr, c.optim.lr_batch_base, c.optim.schedule) == (0.03, 256, "cosine")
+
+
+def test_moco_and_perturb_share_data_model_schedule():
+  a, b = _cfg(None, "moco"), _cfg(None, "perturb_moco")
+  for section in ("data", "model", "moco", "optim"):
+    assert a[section].to_dict() == b[section].to_dict(), section
+
+
+def _error(cfg, **kw):
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(cfg, **{"num_devices": 1, **kw})
+  msg = str(e.value)
+  assert "\n" not in msg
+  return msg
+
+
+def test_unknown_field_is_named_with_suggestion():
+  c = _cfg()
+  with c.unlocked():
+    c.perturb.kapa = 0.1
+  msg = _error(c)
+  assert "perturb.kapa" in msg and "perturb.kappa" in msg
+
+
+@pytest.mark.parametrize("field,value,devices", [
+    ("moco.temperature", -0.1, 1),
+    ("moco.queue_size", 4000, 1),  # not a multiple of the global batch 128
+    ("data.global_batch_size", 126, 4),  # not divisible by 4 devices
+    ("perturb.eps_g", -1.0, 1),
+    ("perturb.bank_size", 100, 1),
+    ("model.bn_groups", 3, 1),
+    ("optim.base_lr", 0.0, 1),
+    ("model.encoder", "resnet19", 1),
+])
+def test_impossible_values_name_the_field(field, value, devices):
+  c = _cfg()
+  section, name = field.split(".")
+  c[section][name] = value
+  msg = _error(c, num_devices=devices)
+  assert field in msg
+
+
+def test_unknown_preset():
+  with pytest.raises(config_lib.ConfigError, match="unknown preset 'cub2000'"):
+    _cfg("cub2000")
+
+
+def test_steps_follow_epochs():
+  c = _cfg()
+  assert config_lib.steps_per_epoch(c) == 8 * 4 * 64 // 128
+  assert config_lib.total_train_steps(c) == round(c.optim.num_epochs * 16)
