@@ -118,10 +118,15 @@ def evaluate_encoder(cfg: ml_collections.ConfigDict, nets: ssl_common.Networks, 
   return out
 
 
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
+                       devices: list[Any] | None = None) -> dict[str, Any]:
   """Trains the configured SSL method, evaluates the frozen encoder, writes results.
 
   Resumes automatically from the latest checkpoint in ``workdir``.
+
+  Args:
+    devices: the devices of the data mesh; None means every device of every
+      process (the normal case; tests pass a subset).
 
   Returns:
     The results dict written to ``results.json``.
@@ -130,7 +135,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     config_lib.ConfigError, WorkdirError, NonFiniteLossError.
   """
   # ---- config and workdir (before anything compiles)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(devices)
   num_devices = mesh.size
   config_lib.validate(cfg, num_devices=num_devices, num_processes=jax.process_count())
   workdir = prepare_workdir(workdir)
