@@ -79,7 +79,9 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
     bank = jnp.zeros((cfg.perturb.bank_size, n), jnp.float32)
     decoder_opt_state = (decoder_tx.init(params["decoder"]) if decoder_tx is not None else ())
   else:
-    bank = jnp.zeros((0, n), jnp.float32)
+    # Plain MoCo has no memory bank; a 1x1 placeholder keeps one state structure
+    # (orbax cannot save zero-size arrays).
+    bank = jnp.zeros((1, 1), jnp.float32)
     decoder_opt_state = ()
   queue = losses.l2_normalize(jax.random.normal(queue_rng, (cfg.moco.queue_size, cfg.model.proj_dim)))
   momentum_params = {"encoder": params["encoder"], "head": params["head"]}

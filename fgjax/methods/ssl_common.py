@@ -65,8 +65,8 @@ class TrainState:
       for plain MoCo).
     queue: ``[K, proj_dim]`` L2-normalised keys (MoCo negatives), a ring buffer.
     queue_ptr: int32 scalar, next row of ``queue`` to write.
-    feature_bank: ``[D, n]`` memory bank M of pooled features (``[0, n]`` for
-      plain MoCo).
+    feature_bank: ``[D, n]`` memory bank M of pooled features (an unused
+      ``[1, 1]`` placeholder for plain MoCo).
     bank_ptr: int32 scalar, next row of ``feature_bank`` to write.
     bank_count: int32 scalar, rows of ``feature_bank`` filled so far (<= D).
   """

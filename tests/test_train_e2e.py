@@ -1,0 +1,118 @@
+"""End to end: real training runs of the tiny preset, kill-and-resume, the NaN guard, bad workdirs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fgjax import checkpointing
+from fgjax import config_lib
+from fgjax import train
+from fgjax.methods import moco
+
+
+def _config(method="perturb_moco", **overrides):
+  cfg = config_lib.ssl_config(method, "runlocal")
+  for path, value in overrides.items():
+    section, name = path.split("__")
+    cfg[section][name] = value
+  return cfg
+
+
+def _one_device():
+  return jax.devices()[:1]
+
+
+def _final_state(cfg, workdir):
+  """The last checkpoint of a run, restored into a fresh state's structure."""
+  from fgjax import optim
+  import optax
+  from fgjax.methods import ssl_common
+  nets = ssl_common.build_networks(cfg)
+  tx = optim.sgd_with_coupled_weight_decay(cfg, config_lib.total_train_steps(cfg))
+  dtx = optax.adam(cfg.perturb.decoder_pretrain_lr) if cfg.method == "perturb_moco" else None
+  template = moco.create_state(cfg, nets, jax.random.PRNGKey(0), tx, dtx)
+  ckpt = checkpointing.Checkpointer(workdir, keep=10)
+  try:
+    state, position = ckpt.restore(ckpt.latest_step(), template)
+  finally:
+    ckpt.close()
+  return jax.device_get(state), position
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full"))
+  results = train.train_and_evaluate(_config(), workdir, devices=_one_device())
+  return workdir, results
+
+
+def test_run_writes_results_metrics_and_checkpoints(full_run):
+  workdir, results = full_run
+  with open(os.path.join(workdir, "results.json")) as f:
+    on_disk = json.load(f)
+  assert on_disk["trained"] == pytest.approx(results["trained"])
+  for key in ("knn_top1_fine", "rank1_fine", "rank5_fine", "map_fine", "rank1_super"):
+    assert 0.0 <= on_disk["trained"][key] <= 1.0
+  assert "| knn_top1_fine |" in open(os.path.join(workdir, "results.md")).read()
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  cfg = _config()
+  total = cfg.perturb.decoder_pretrain_steps + config_lib.total_train_steps(cfg)
+  assert [r["step"] for r in rows] == list(range(1, total + 1))
+  joint = [r for r in rows if r["step"] > cfg.perturb.decoder_pretrain_steps]
+  assert all({"loss", "loss_c", "loss_r", "loss_cp"} <= set(r) for r in joint)
+  assert all(np.isfinite(r["loss"]) for r in rows)
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tb")))
+  state, position = _final_state(cfg, workdir)
+  assert int(state.step) == position == total
+  assert int(state.bank_count) == cfg.perturb.bank_size  # the bank filled up
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(full_run, tmp_path):
+  reference_dir, _ = full_run
+  cfg = _config()
+  total = cfg.perturb.decoder_pretrain_steps + config_lib.total_train_steps(cfg)
+  half = _config(train__max_steps=total // 2 + 1)  # stop mid-way (odd step: between checkpoints of 2)
+  workdir = str(tmp_path)
+  train.train_and_evaluate(half, workdir, devices=_one_device())
+  _, stopped_at = _final_state(cfg, workdir)
+  assert stopped_at == total // 2 + 1
+  train.train_and_evaluate(cfg, workdir, devices=_one_device())  # same command again: resumes
+  resumed, _ = _final_state(cfg, workdir)
+  reference, _ = _final_state(cfg, reference_dir)
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_nan_loss_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+  original = moco.moco_step
+
+  def poisoned(state, batch, rng, **kw):
+    new_state, metrics = original(state, batch, rng, **kw)
+    bad = jax.numpy.where(state.step >= 4, jax.numpy.nan, metrics["loss_c"])  # 5th step is NaN
+    return new_state, dict(metrics, loss_c=bad)
+
+  monkeypatch.setattr(moco, "moco_step", poisoned)
+  cfg = _config("moco", train__checkpoint_every=2, train__log_every=3)
+  with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss_c at step 5 .*last good checkpoint is step 4"):
+    train.train_and_evaluate(cfg, str(tmp_path), devices=_one_device())
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=10)
+  assert ckpt.latest_step() == 4
+  ckpt.close()
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(train.WorkdirError, match="not writable"):
+    train.train_and_evaluate(_config("moco"), str(blocker / "run"), devices=_one_device())
+
+
+def test_config_error_before_compiling(tmp_path):
+  cfg = _config("moco")
+  cfg.moco.temperature = -1.0
+  with pytest.raises(config_lib.ConfigError, match="moco.temperature"):
+    train.train_and_evaluate(cfg, str(tmp_path), devices=_one_device())
+  assert not os.listdir(tmp_path)  # nothing written, nothing compiled
