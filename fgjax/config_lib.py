@@ -14,6 +14,7 @@ Presets (comma-separated, applied left to right):
                   D = 5632, alpha = 1, nu = 0.5, eps_g = 0.1, eps_var = 0.05,
                   kappa = 0.02, K = 65536, m = 0.999, tau = 0.2, lr 0.03 per 256,
                   cosine) on CUB-200-2011 (needs the real-data issue to run).
+* ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks).
 * ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
 """
 
@@ -28,7 +29,7 @@ import ml_collections
 SSL_METHODS = ("moco", "perturb_moco")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 DTYPES = ("float32", "bfloat16")
-PRESETS = ("cub200", "runlocal")
+PRESETS = ("cub200", "fullwidth", "runlocal")
 
 
 class ConfigError(ValueError):
@@ -209,7 +210,13 @@ def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
   c.eval.random_init_baseline = False
 
 
-_PRESET_FNS = {"cub200": _preset_cub200, "runlocal": _preset_runlocal}
+def _preset_fullwidth(c: ml_collections.ConfigDict) -> None:
+  """Full-width ResNet-18 (64..512 channels) at batch 128, 32 px: the benchmark setting."""
+  c.model.width = 64
+  c.model.head_hidden_dim = 0
+
+
+_PRESET_FNS = {"cub200": _preset_cub200, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal}
 
 
 # ----------------------------------------------------------------------------

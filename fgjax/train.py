@@ -161,7 +161,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   decoder_tx = optax.adam(cfg.perturb.decoder_pretrain_lr) if perturb else None
   hp = moco.hparams_from_config(cfg, num_devices)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  state = moco.create_state(cfg, nets, init_rng, tx, decoder_tx)
+  # Initialisation compiled as one program: op-by-op random init is slow on CPU.
+  state = jax.jit(functools.partial(moco.create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx))(init_rng)
   state = parallel.replicate(mesh, state)
   step_rng = parallel.replicate(mesh, step_rng)
 
