@@ -52,10 +52,13 @@ def matmul_ceiling_gflops(size: int, repeats: int = 5) -> float:
   return 2.0 * size**3 / statistics.median(times) / 1e9
 
 
-def time_step(cfg, method: str, *, steps: int, warmup: int) -> dict[str, float]:
-  """Compiles and times one SSL step of ``method`` under the config's data/model/batch."""
+def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None) -> dict[str, float]:
+  """Compiles and times one SSL step of ``method`` under the config's data/model/batch.
+
+  Returns ms/step, images/s, XLA-counted GFLOP per step (per device), achieved
+  GFLOP/s and compile seconds; ``devices`` defaults to all devices.
+  """
   import jax
-  import optax
 
   from fgjax import config_lib
   from fgjax import optim
@@ -68,11 +71,11 @@ def time_step(cfg, method: str, *, steps: int, warmup: int) -> dict[str, float]:
   cfg = cfg.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.method = method
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(devices)
   config_lib.validate(cfg, num_devices=mesh.size)
   nets = ssl_common.build_networks(cfg)
-  tx = optim.sgd_with_coupled_weight_decay(cfg, 1000)
-  dtx = optax.adam(cfg.perturb.decoder_pretrain_lr) if method == "perturb_moco" else None
+  tx = optim.joint_optimizer(cfg, 1000)
+  dtx = optim.decoder_optimizer(cfg) if method == "perturb_moco" else None
   hp = moco.hparams_from_config(cfg, mesh.size)
   step_fn = perturb_moco.perturb_moco_step if method == "perturb_moco" else moco.moco_step
   step = parallel.data_parallel(functools.partial(step_fn, nets=nets, hp=hp, tx=tx), mesh)

@@ -100,8 +100,8 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   # Silent points of the paper, as fields (README "Perturb-SSL defaults"):
   c.perturb.recon_grad_to_encoder = True  # L_R trains f through v = f(x)
   c.perturb.pair_grad_through_reconstruction = False  # x_hat, x_hat_p are data for L_Cp
-  c.perturb.decoder_pretrain_steps = 60  # encoder frozen, L_R only (Adam)
-  c.perturb.decoder_pretrain_lr = 2e-3
+  c.perturb.decoder_pretrain_steps = 40  # encoder frozen, L_R only (Adam)
+  c.perturb.decoder_lr = 2e-3  # Adam, decoder pre-training and joint phase
 
   # ---- optimisation
   c.optim = ml_collections.ConfigDict()
@@ -111,7 +111,7 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.optim.weight_decay = 1e-4
   c.optim.schedule = "cosine"
   c.optim.warmup_steps = 0
-  c.optim.num_epochs = 12.0
+  c.optim.num_epochs = 8.0
 
   # ---- loop, checkpoints, logging
   c.train = ml_collections.ConfigDict()
@@ -294,7 +294,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
       _require(p[field] >= 0 and math.isfinite(p[field]), f"perturb.{field}", f"must be >= 0, got {p[field]}")
     _require(p.pair_temperature > 0, "perturb.pair_temperature", f"must be > 0, got {p.pair_temperature}")
     _require(p.decoder_pretrain_steps >= 0, "perturb.decoder_pretrain_steps", "must be >= 0")
-    _require(p.decoder_pretrain_lr > 0, "perturb.decoder_pretrain_lr", "must be > 0")
+    _require(p.decoder_lr > 0, "perturb.decoder_lr", "must be > 0")
 
   _require(o.base_lr > 0, "optim.base_lr", f"must be > 0, got {o.base_lr}")
   _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")

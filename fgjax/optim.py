@@ -31,3 +31,24 @@ def sgd_with_coupled_weight_decay(cfg: ml_collections.ConfigDict, total_steps: i
       optax.add_decayed_weights(o.weight_decay),
       optax.sgd(learning_rate(cfg, total_steps), momentum=o.momentum),
   )
+
+
+def joint_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """The optimizer of the joint phase over ``{'encoder', 'head'[, 'decoder']}``.
+
+  Encoder and projection head: SGD as in MoCo v2 (:func:`sgd_with_coupled_weight_decay`).
+  Decoder (Perturb-SSL only): Adam at ``perturb.decoder_lr``, the optimizer it was
+  pre-trained with -- the paper does not say how the decoder is optimised, and at
+  MoCo's SGD learning rate a freshly pre-trained decoder barely follows the encoder.
+  """
+  encoder_tx = sgd_with_coupled_weight_decay(cfg, total_steps)
+  if cfg.method != "perturb_moco":
+    return encoder_tx
+  return optax.multi_transform(
+      {"ssl": encoder_tx, "decoder": decoder_optimizer(cfg)},
+      lambda params: {name: ("decoder" if name == "decoder" else "ssl") for name in params})
+
+
+def decoder_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam for the decoder (pre-training and, in :func:`joint_optimizer`, joint training)."""
+  return optax.adam(cfg.perturb.decoder_lr)

@@ -18,7 +18,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
 from fgjax import checkpointing
@@ -68,30 +67,38 @@ def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, 
 
 
 class _Progress:
-  """Step, loss terms, images/s and ETA, logged every ``log_every`` steps."""
+  """Step, loss terms, images/s and ETA, logged every ``log_every`` steps.
 
-  def __init__(self, total_steps: int, global_batch: int):
-    self.total = total_steps
+  Rates are kept per phase (decoder pre-training, joint training): their steps
+  cost very different times, and a window that includes compilation is not used
+  to predict the rest.
+  """
+
+  def __init__(self, phase_ends: dict[str, int], global_batch: int):
+    self.phase_ends = phase_ends  # phase -> last step (exclusive end) of that phase
+    self.total = max(phase_ends.values())
     self.batch = global_batch
-    self.window_start = None
+    self.window_start = time.perf_counter()
     self.window_steps = 0
-    self.step_times: list[float] = []
+    self.step_times: dict[str, list[float]] = {phase: [] for phase in phase_ends}
 
   def start_window(self):
     self.window_start = time.perf_counter()
     self.window_steps = 0
 
-  def line(self, step: int, scalars: dict[str, float], *, compiled: bool) -> str:
-    elapsed = time.perf_counter() - self.window_start
-    per_step = elapsed / max(1, self.window_steps)
-    if compiled:  # windows that include compilation do not predict the rate
-      self.step_times.append(per_step)
-    rate = self.batch / per_step if per_step > 0 else float("nan")
-    recent = self.step_times[-5:] or [per_step]
-    eta = (self.total - step) * float(np.median(recent))
+  def line(self, step: int, scalars: dict[str, float], *, phase: str, compiled: bool) -> str:
+    per_step = (time.perf_counter() - self.window_start) / max(1, self.window_steps)
+    if compiled:
+      self.step_times[phase].append(per_step)
+    eta, begin = 0.0, 0
+    for name, end in self.phase_ends.items():
+      remaining = max(0, end - max(begin, step))
+      times = self.step_times[name][-5:]
+      eta += remaining * (float(np.median(times)) if times else per_step)
+      begin = end
     terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
-    return (f"step {step}/{self.total} {terms} | {rate:.1f} img/s | "
-            f"ETA {time.strftime('%H:%M:%S', time.gmtime(max(0.0, eta)))}")
+    return (f"step {step}/{self.total} {terms} | {self.batch / per_step:.1f} img/s | "
+            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
 def evaluate_encoder(cfg: ml_collections.ConfigDict, nets: ssl_common.Networks, params: Any,
@@ -157,8 +164,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   joint_steps = config_lib.total_train_steps(cfg)
   total_steps = pretrain_steps + joint_steps
   last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
-  tx = optim.sgd_with_coupled_weight_decay(cfg, joint_steps)
-  decoder_tx = optax.adam(cfg.perturb.decoder_pretrain_lr) if perturb else None
+  tx = optim.joint_optimizer(cfg, joint_steps)
+  decoder_tx = optim.decoder_optimizer(cfg) if perturb else None
   hp = moco.hparams_from_config(cfg, num_devices)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
   # Initialisation compiled as one program: op-by-op random init is slow on CPU.
@@ -194,7 +201,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
 
   # ---- loop
   writer = metrics_writer.MetricsWriter(workdir)
-  progress = _Progress(total_steps, cfg.data.global_batch_size)
+  progress = _Progress({"pretrain": pretrain_steps, "joint": total_steps}, cfg.data.global_batch_size)
   pending: list[tuple[int, Any]] = []
   last_saved = start
   it = pipeline.iterate_from(batches, start, read_threads=cfg.data.read_threads,
@@ -232,7 +239,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         scalars = flush(done)
         phase = "pretrain" if step < pretrain_steps else "joint"
         if is_main:
-          logging.info("[%s] %s", phase, progress.line(done, scalars, compiled=phase in compiled_phase))
+          logging.info("[%s] %s", phase, progress.line(done, scalars, phase=phase,
+                                                       compiled=phase in compiled_phase))
         compiled_phase.add(phase)
         progress.start_window()
       if done % cfg.train.checkpoint_every == 0 or done == last_step:

@@ -1,7 +1,6 @@
 """Config presets and validation: bad input stops before anything compiles, naming the field."""
 
 import pytest
-from ml_collections import config_flags  # noqa: F401  (the flag machinery users go through)
 
 from fgjax import config_lib
 

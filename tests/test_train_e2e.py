@@ -28,11 +28,10 @@ def _one_device():
 def _final_state(cfg, workdir):
   """The last checkpoint of a run, restored into a fresh state's structure."""
   from fgjax import optim
-  import optax
   from fgjax.methods import ssl_common
   nets = ssl_common.build_networks(cfg)
-  tx = optim.sgd_with_coupled_weight_decay(cfg, config_lib.total_train_steps(cfg))
-  dtx = optax.adam(cfg.perturb.decoder_pretrain_lr) if cfg.method == "perturb_moco" else None
+  tx = optim.joint_optimizer(cfg, config_lib.total_train_steps(cfg))
+  dtx = optim.decoder_optimizer(cfg) if cfg.method == "perturb_moco" else None
   template = moco.create_state(cfg, nets, jax.random.PRNGKey(0), tx, dtx)
   ckpt = checkpointing.Checkpointer(workdir, keep=10)
   try:
