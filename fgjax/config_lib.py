@@ -77,7 +77,9 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
 
   # ---- MoCo v2
   c.moco = ml_collections.ConfigDict()
-  c.moco.queue_size = 4096  # K
+  # K below the training-set size (2048 images): a larger queue holds stale keys
+  # of the query's own image as negatives (checked: K=4096 gave lower kNN).
+  c.moco.queue_size = 1024  # K
   c.moco.momentum = 0.99  # m (0.999 in the paper preset: long runs)
   c.moco.temperature = 0.2  # tau
   c.moco.shuffle_bn = True

@@ -22,6 +22,7 @@ from fgjax.methods import perturb_moco
 from fgjax.methods import ssl_common
 
 NUM_STEPS = 2
+ATOL = 5e-5
 
 
 def _setup():
@@ -76,8 +77,12 @@ def one_and_four():
 def test_same_parameters_and_buffers(one_and_four):
   (s1, _), (s4, _) = one_and_four
   assert int(s1.step) == int(s4.step) == NUM_STEPS + 1
+  # atol 5e-5: the Adam-trained decoder (below) feeds L_R's gradient back into the
+  # encoder, so its rounding-level sign flips reach encoder parameters at ~1e-5.
+  # A real discrepancy (psum vs pmean, other BN groups, a device-local negative
+  # set) moves them by the size of an update, >= 20x this (see the last test).
   chex.assert_trees_all_close({k: v for k, v in s1.params.items() if k != "decoder"},
-                              {k: v for k, v in s4.params.items() if k != "decoder"}, rtol=1e-4, atol=1e-5)
+                              {k: v for k, v in s4.params.items() if k != "decoder"}, rtol=1e-4, atol=ATOL)
   # The decoder is trained with Adam, whose first steps are ~lr * sign(grad): an
   # element whose gradient is ~0 can flip sign under another summation order.
   # Require tight agreement almost everywhere and |diff| <= 2 lr per Adam step.
@@ -105,6 +110,8 @@ def test_the_step_changed_something(one_and_four):
   (s1, m1), _ = one_and_four
   # Guards against a vacuous comparison (e.g. zero learning rate, no enqueue).
   init = _setup()[4]
-  assert not np.allclose(jax.tree.leaves(s1.params["encoder"])[0], jax.tree.leaves(init.params["encoder"])[0])
+  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params["encoder"]),
+                                                            jax.tree.leaves(init.params["encoder"])))
+  assert moved > 20 * ATOL
   assert not np.allclose(s1.queue, init.queue)
   assert all(np.isfinite(m["loss"]) for m in m1)
