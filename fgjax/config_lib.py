@@ -270,7 +270,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   _require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
   for field in ("num_super", "fine_per_super", "train_per_class", "test_per_class"):
     _require(d[field] >= 1, f"data.{field}", f"must be >= 1, got {d[field]}")
-  _require(d.num_super * d.fine_per_super * d.train_per_class >= gb, "data.train_per_class",
+  _require(num_train_examples(cfg) >= gb, "data.global_batch_size",
            "the training split is smaller than one global batch")
 
   _require(m.encoder in ENCODERS, "model.encoder", f"expected one of {ENCODERS}, got {m.encoder!r}")
@@ -314,11 +314,24 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   _require(e.chunk_size >= 1 and e.batch_size >= 1, "eval.chunk_size", "chunk and batch sizes must be >= 1")
 
 
-def steps_per_epoch(cfg: ml_collections.ConfigDict) -> int:
-  """Training steps per epoch of the embedded / configured training split."""
+# Training-split sizes of the real data sets the presets name (for the schedule
+# before the data is opened; the real-data issue reads them from the source).
+KNOWN_TRAIN_SIZES = {"caltech_birds2011": 5994, "cars196": 8144, "oxford_iiit_pet": 3680,
+                     "cifar100": 50000, "stanford_online_products": 59551}
+
+
+def num_train_examples(cfg: ml_collections.ConfigDict) -> int:
   d = cfg.data
-  n_train = d.num_super * d.fine_per_super * d.train_per_class
-  return max(1, n_train // d.global_batch_size)
+  if d.name == "patches":
+    return d.num_super * d.fine_per_super * d.train_per_class
+  if d.name not in KNOWN_TRAIN_SIZES:
+    raise ConfigError(f"config field 'data.name': unknown data set {d.name!r}")
+  return KNOWN_TRAIN_SIZES[d.name]
+
+
+def steps_per_epoch(cfg: ml_collections.ConfigDict) -> int:
+  """Training steps per epoch of the configured training split (drop-remainder batches)."""
+  return max(1, num_train_examples(cfg) // cfg.data.global_batch_size)
 
 
 def total_train_steps(cfg: ml_collections.ConfigDict) -> int:

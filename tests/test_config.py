@@ -74,3 +74,8 @@ def test_steps_follow_epochs():
   c = _cfg()
   assert config_lib.steps_per_epoch(c) == 8 * 4 * 64 // 128
   assert config_lib.total_train_steps(c) == round(c.optim.num_epochs * 16)
+
+
+def test_cub200_schedule_uses_the_cub_training_split():
+  c = _cfg("cub200")
+  assert config_lib.total_train_steps(c) == 100 * (5994 // 128)

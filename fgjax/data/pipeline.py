@@ -18,6 +18,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from fgjax import config_lib
 from fgjax.data import synthetic
 
 
@@ -48,15 +49,15 @@ def load_splits(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """Loads the configured data set: ``{'train': arrays, 'test': arrays, 'num_fine_classes', ...}``.
 
   Raises:
-    ValueError: for a data set this version cannot read (the message names
-      ``data.name``).
+    config_lib.ConfigError: for a data set this version cannot read (the
+      message names ``data.name``).
   """
   d = cfg.data
   if d.name == "patches":
     return synthetic.make_patches(
         num_super=d.num_super, fine_per_super=d.fine_per_super, train_per_class=d.train_per_class,
         test_per_class=d.test_per_class, image_size=d.image_size, seed=d.data_seed)
-  raise ValueError(
+  raise config_lib.ConfigError(
       f"config field 'data.name': {d.name!r} cannot be read yet; the embedded 'patches' set is "
       "available now, tfds and image-folder sources come with the real-data issue")
 
