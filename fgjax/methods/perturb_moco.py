@@ -7,7 +7,7 @@ Synthesized Data for Self-Supervised Fine-Grained Visual Recognition").
 Forward passes per joint step (shared wherever the math allows):
   key encoder on x'' (no grad) | online encoder on x' (L_C) | online encoder on
   x (v, for L_R, Grad-CAM, the bank) | head only for Grad-CAM (no encoder pass) |
-  ONE decoder pass on [v; v_p] | ONE online-encoder pass on [x_hat; x_hat_p].
+  ONE decoder pass on [v; v_p] | online encoder on x_hat and on x_hat_p.
 """
 
 from __future__ import annotations
@@ -44,24 +44,21 @@ def push_to_bank(state: common.TrainState, local_features: jax.Array):
 
 
 def encode_pairs(encoder, params, batch_stats, a: jax.Array, b: jax.Array, *, groups: int):
-  """Online features of two aligned batches ``a, b: [n, ...]`` in one encoder pass.
+  """Online features of the reconstructions ``a = x_hat`` and ``b = x_hat_p``, ``[n, ...]`` each.
 
-  Each BatchNorm group holds the a's and b's of the same examples, so one device
-  with ``groups`` groups computes what ``groups`` devices would. Running BN
-  statistics are NOT updated from these passes: evaluation uses the running
-  statistics, which should describe real images, not reconstructions.
+  Two encoder passes of ``n`` images, as ``g(f(x_hat))`` and ``g(f(x_hat_p))`` are
+  written in Eq. 7: each batch is normalised with its own BatchNorm statistics
+  (per group). One concatenated 2n-image pass would cost the same FLOPs but runs
+  ~20 % slower on CPU at full width (measured: ResNet-18 fwd+bwd, 128 images
+  8.1 s vs 256 images 19.8 s). Running BN statistics are NOT updated from these
+  passes: evaluation uses them, and they should describe real images.
 
   Returns:
     ``(features_a [n, d], features_b [n, d])``.
   """
-  n = a.shape[0]
-  per = n // groups
-  stacked = jnp.concatenate([a.reshape(groups, per, *a.shape[1:]),
-                             b.reshape(groups, per, *b.shape[1:])], axis=1)
-  feats, _ = common.encode(encoder, params, batch_stats, stacked.reshape(2 * n, *a.shape[1:]),
-                           groups=groups)
-  feats = feats.reshape(groups, 2 * per, -1)
-  return feats[:, :per].reshape(n, -1), feats[:, per:].reshape(n, -1)
+  feats_a, _ = common.encode(encoder, params, batch_stats, a, groups=groups)
+  feats_b, _ = common.encode(encoder, params, batch_stats, b, groups=groups)
+  return feats_a, feats_b
 
 
 def gradcam_scores(head, head_params, features, keys, queue, temperature):
