@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
 SSL_METHODS = ("moco", "perturb_moco")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 DTYPES = ("float32", "bfloat16")
-PRESETS = ("cub200", "fullwidth", "runlocal")
 
 
 class ConfigError(ValueError):
@@ -338,6 +337,3 @@ def total_train_steps(cfg: ml_collections.ConfigDict) -> int:
   """Joint-training steps of the schedule (decoder pre-training not included)."""
   return max(1, int(round(cfg.optim.num_epochs * steps_per_epoch(cfg))))
 
-
-def iter_fields(cfg: ml_collections.ConfigDict) -> Iterable[tuple[str, Any]]:
-  return _flatten(cfg).items()
