@@ -1,7 +1,5 @@
 """Tests for fgjax.evaluate.retrieval: NumPy references, hand cases, chunking."""
 
-import functools
-
 import chex
 import jax
 import numpy as np
@@ -124,10 +122,9 @@ def test_retrieval_identical_across_chunk_sizes(random_set):
       for c in (16, 10, 64, 1024)
   ]
   for result in results[1:]:
-    # Ranks are integer counts: identical. AP is a float32 sum per query whose
-    # reduction order XLA may pick per chunk shape: equal to rounding.
-    assert result.pop("map") == pytest.approx(results[0]["map"], rel=1e-6)
-    assert result == {k: v for k, v in results[0].items() if k != "map"}
+    # Every metric comes from integer ranks, averaged in float64 on the host:
+    # identical, not merely close.
+    assert result == results[0]
 
 
 def test_retrieval_types_and_compute_map_false(random_set):
@@ -175,11 +172,17 @@ def test_retrieval_map_with_several_relevant_items():
   got = retrieval.retrieval_metrics(features, labels, ks=(1,), rank_ks=(1,),
                                     chunk_size=4)
   assert got["map"] == pytest.approx(expected["map"], abs=1e-7)
-  first = retrieval._retrieval_chunk(
-      retrieval._l2_normalize(features), jax.numpy.asarray(labels),
-      jax.numpy.asarray([0]), compute_map=True)
+  normed = retrieval._l2_normalize(features)
+  first = retrieval._retrieval_chunk(normed, jax.numpy.asarray(labels),
+                                     jax.numpy.asarray([0]))
   assert int(first[0][0]) == 0 and int(first[1][0]) == 2
-  assert float(first[2][0]) == pytest.approx(0.7, abs=1e-7)
+  # Members of query 0's class: rows 0 (itself), 1 and 4; padded with -1.
+  ahead_all, ahead_rel = retrieval._average_precision_chunk(
+      normed, jax.numpy.asarray([0]), jax.numpy.asarray([[0, 1, 4, -1]]))
+  # Row 1 is first (0 ahead, 0 relevant ahead); row 4 is 5th (4 ahead, 1
+  # relevant ahead): AP = (1/1 + 2/5) / 2.
+  assert (int(ahead_all[0, 1]), int(ahead_rel[0, 1])) == (0, 0)
+  assert (int(ahead_all[0, 2]), int(ahead_rel[0, 2])) == (4, 1)
 
 
 def test_singleton_query_is_skipped_and_counted():
@@ -251,15 +254,17 @@ def _max_intermediate_size(jaxpr):
   return largest
 
 
-@pytest.mark.parametrize("compute_map", [True, False])
-def test_chunk_function_never_builds_n_by_n(compute_map):
-  n, d, chunk = 103, 8, 16
-  jaxpr = jax.make_jaxpr(
-      functools.partial(retrieval._retrieval_chunk, compute_map=compute_map))(
-          jax.numpy.zeros((n, d)), jax.numpy.zeros((n,), "int32"),
-          jax.numpy.zeros((chunk,), "int32")).jaxpr
-  # Every intermediate is at most [chunk, N] (N x N would be 103 x 103).
-  assert _max_intermediate_size(jaxpr) <= chunk * n
+def test_chunk_functions_never_build_n_by_n():
+  n, d, chunk, width = 103, 8, 16, 8
+  zeros = jax.numpy.zeros
+  rank_jaxpr = jax.make_jaxpr(retrieval._retrieval_chunk)(
+      zeros((n, d)), zeros((n,), "int32"), zeros((chunk,), "int32")).jaxpr
+  ap_jaxpr = jax.make_jaxpr(retrieval._average_precision_chunk)(
+      zeros((n, d)), zeros((chunk,), "int32"), zeros((chunk, width), "int32")).jaxpr
+  # Every intermediate is at most [chunk, N] (N x N would be 103 x 103; the
+  # members are visited one column at a time, never [chunk, width, N]).
+  assert _max_intermediate_size(rank_jaxpr) <= chunk * n
+  assert _max_intermediate_size(ap_jaxpr) <= chunk * n
 
 
 def test_chunk_functions_trace_once(random_set, monkeypatch):
@@ -267,8 +272,14 @@ def test_chunk_functions_trace_once(random_set, monkeypatch):
   chex.clear_trace_counter()
   monkeypatch.setattr(
       retrieval, "_retrieval_chunk_jit",
-      jax.jit(chex.assert_max_traces(retrieval._retrieval_chunk, n=1),
-              static_argnames="compute_map"))
+      jax.jit(chex.assert_max_traces(retrieval._retrieval_chunk, n=1)))
+  # The AP chunk compiles once per member width (powers of two up to the
+  # largest class): here classes of 1..16 members -> widths 1, 2, 4, 8, 16.
+  largest = int(np.bincount(np.unique(labels, return_inverse=True)[1]).max())
+  monkeypatch.setattr(
+      retrieval, "_average_precision_chunk_jit",
+      jax.jit(chex.assert_max_traces(retrieval._average_precision_chunk,
+                                     n=largest.bit_length() + 1)))
   monkeypatch.setattr(
       retrieval, "_knn_chunk_jit",
       jax.jit(chex.assert_max_traces(retrieval._knn_chunk, n=1),
@@ -281,6 +292,80 @@ def test_chunk_functions_trace_once(random_set, monkeypatch):
   retrieval.knn_accuracy(features[:50], labels[:50], features[50:],
                          labels[50:], k=5, chunk_size=16)
   retrieval.nearest_centroid_outliers(features, labels, chunk_size=16)
+
+
+def test_average_precision_per_query_matches_sklearn():
+  # scikit-learn's AP takes the relevance mask and the scores of the N-1 other
+  # items. With continuous random features there are no ties, where sklearn's
+  # threshold-based AP and the ranked-list AP are the same number.
+  from sklearn.metrics import average_precision_score
+  rng = np.random.default_rng(3)
+  features, labels = _clustered(rng, 150, 9, 6, noise=1.0)
+  normed = _np_normalize(features)
+  expected = []
+  for i in range(len(labels)):
+    others = np.arange(len(labels)) != i
+    relevant = labels[others] == labels[i]
+    if relevant.any():
+      expected.append(average_precision_score(relevant, normed[others] @ normed[i]))
+  _, ids = np.unique(labels, return_inverse=True)
+  per_query, _, _ = retrieval._average_precisions(
+      retrieval._l2_normalize(features), ids.astype(np.int32), chunk_size=32)
+  answered = np.bincount(ids)[ids] > 1
+  np.testing.assert_allclose(per_query[answered], expected, rtol=1e-6)
+  got = retrieval.retrieval_metrics(features, labels, chunk_size=32)
+  assert got["map"] == pytest.approx(np.mean(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [5, 64, 1000])
+def test_long_tailed_classes_match_reference(chunk_size):
+  # Class sizes 1, 2, 3, 9 and 40: queries are grouped by class size into
+  # member widths 1, 2, 4, 16 and 64 (capped at 40); the order of visits must
+  # not change any query's result.
+  rng = np.random.default_rng(5)
+  sizes = {0: 40, 1: 9, 2: 3, 3: 2, 4: 1}
+  labels = rng.permutation(np.concatenate([[c] * n for c, n in sizes.items()]))
+  features = rng.normal(size=(len(labels), 5)).astype(np.float32)
+  features += 0.8 * np.eye(5, dtype=np.float32)[labels]
+  expected = _np_retrieval(features, labels, KS, RANK_KS)
+  got = retrieval.retrieval_metrics(features, labels, ks=KS, rank_ks=RANK_KS,
+                                    chunk_size=chunk_size)
+  assert got.pop("map") == pytest.approx(expected.pop("map"), rel=1e-9)
+  assert got == expected
+  assert got["num_skipped_queries"] == 1
+
+
+def test_k_larger_than_the_gallery():
+  # 12 samples: a gallery of 11 per query. Recall@k for k >= 11 counts every
+  # answered query (its class-mate is somewhere in the list): 1.0, like the
+  # reference; k = 1000 is not an error.
+  rng = np.random.default_rng(7)
+  features = rng.normal(size=(12, 4)).astype(np.float32)
+  labels = np.repeat(np.arange(6), 2)
+  ks = (1, 11, 12, 1000)
+  expected = _np_retrieval(features, labels, ks, (1, 50))
+  got = retrieval.retrieval_metrics(features, labels, ks=ks, rank_ks=(1, 50),
+                                    chunk_size=5)
+  assert got.pop("map") == pytest.approx(expected.pop("map"), rel=1e-9)
+  assert got == expected
+  assert got["recall@11"] == got["recall@1000"] == got["rank50"] == 1.0
+
+
+def test_ties_match_reference_on_quantised_features():
+  # Features along the +-axes, scaled by powers of two: normalising is exact
+  # in float32 and float64 and every similarity is exactly -1, 0 or 1, so
+  # nearly every ranking decision is a tie, settled by the lower-index rule
+  # (the reference uses a stable argsort).
+  rng = np.random.default_rng(11)
+  axes = np.concatenate([np.eye(3), -np.eye(3)]).astype(np.float32)
+  features = axes[rng.integers(0, 6, size=60)] * 2.0**rng.integers(-3, 4, size=(60, 1))
+  labels = rng.integers(0, 4, size=60)
+  expected = _np_retrieval(features, labels, KS, RANK_KS)
+  for chunk_size in (7, 60):
+    got = retrieval.retrieval_metrics(features, labels, ks=KS,
+                                      rank_ks=RANK_KS, chunk_size=chunk_size)
+    assert got.pop("map") == pytest.approx(expected["map"], rel=1e-9)
+    assert got == {k: v for k, v in expected.items() if k != "map"}
 
 
 def test_retrieval_input_errors():

