@@ -121,14 +121,8 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.train.keep_checkpoints = 2
   c.train.max_steps = 0  # > 0: stop after this many steps (the schedule is unchanged).
 
-  # ---- evaluation at the end of training (frozen encoder)
-  c.eval = ml_collections.ConfigDict()
-  c.eval.knn_k = 20
-  c.eval.knn_temperature = 0.07
-  c.eval.recall_ks = (1, 2, 4, 8)
-  c.eval.chunk_size = 1024
-  c.eval.batch_size = 256
-  c.eval.random_init_baseline = True  # also evaluate the untrained encoder
+  # ---- evaluation at the end of training (frozen encoder), and the monitor
+  c.eval = eval_config()
 
   if method == "moco":
     # Plain MoCo v2: same data, model and schedule; the perturb fields stay in
@@ -138,6 +132,61 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   for name in _split_presets(preset):
     _PRESET_FNS[name](c)
   return c
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """The ``eval`` block: every protocol of DESIGN.md "Evaluation protocols".
+
+  Shared by the training configs (evaluation at the end of training and the
+  online kNN monitor) and ``configs/evaluate.py`` (any checkpoint, later).
+  """
+  e = ml_collections.ConfigDict()
+  # Weighted kNN (cosine, votes exp(s / T)), train split -> test split.
+  e.knn_ks = (20,)
+  e.knn_temperature = 0.07
+  # Online monitor: kNN at knn_ks[0] every N training steps, logged with the
+  # other metrics (0: off). Costs one forward pass over both splits.
+  e.knn_every = 50
+  # Leave-one-out retrieval on the test split. recall_ks=() picks by test-set
+  # size: (1, 2, 4, 8) below 10,000 test images, (1, 10, 100, 1000) from there.
+  e.recall_ks = ()
+  e.rank_ks = (1, 5)
+  # Linear probe on frozen features: label fractions (stratified subsets,
+  # every class keeps >= 1 example, drawn with probe_seed).
+  e.probe_fractions = (1.0, 0.5, 0.2)
+  e.probe_epochs = 100
+  e.probe_batch_size = 256
+  e.probe_learning_rate = 0.1
+  e.probe_weight_decay = 0.0
+  e.probe_seed = 0
+  # Nearest-centroid outliers on the test split at this label level ('' = off).
+  e.outlier_level = "super"
+  # Memory: queries per similarity block; images per forward pass.
+  e.chunk_size = 1024
+  e.batch_size = 256
+  e.random_init_baseline = True  # also evaluate the untrained encoder
+  return e
+
+
+def validate_eval(e: ml_collections.ConfigDict, prefix: str = "eval") -> None:
+  """Checks an ``eval`` block (see :func:`eval_config`); ConfigError names the field."""
+  check_known_fields(e, eval_config(), prefix=prefix + ".")
+  _require(len(e.knn_ks) >= 1 and all(int(k) >= 1 for k in e.knn_ks), f"{prefix}.knn_ks",
+           f"needs at least one k and every k >= 1, got {tuple(e.knn_ks)}")
+  _require(e.knn_temperature > 0, f"{prefix}.knn_temperature", f"must be > 0, got {e.knn_temperature}")
+  _require(e.knn_every >= 0, f"{prefix}.knn_every", f"must be >= 0 (0 = off), got {e.knn_every}")
+  for field in ("recall_ks", "rank_ks"):
+    _require(all(int(k) >= 1 for k in e[field]), f"{prefix}.{field}",
+             f"every k must be >= 1, got {tuple(e[field])}")
+  _require(len(e.rank_ks) >= 1, f"{prefix}.rank_ks", "needs at least one k")
+  _require(all(0.0 < float(f) <= 1.0 for f in e.probe_fractions), f"{prefix}.probe_fractions",
+           f"every label fraction must be in (0, 1], got {tuple(e.probe_fractions)}")
+  for field in ("probe_epochs", "probe_batch_size", "chunk_size", "batch_size"):
+    _require(e[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {e[field]}")
+  _require(e.probe_learning_rate > 0, f"{prefix}.probe_learning_rate", "must be > 0")
+  _require(e.probe_weight_decay >= 0, f"{prefix}.probe_weight_decay", "must be >= 0")
+  _require(e.outlier_level in ("", "fine", "super"), f"{prefix}.outlier_level",
+           f"expected '', 'fine' or 'super', got {e.outlier_level!r}")
 
 
 def _split_presets(preset: str | None) -> list[str]:
@@ -205,10 +254,12 @@ def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
   c.optim.num_epochs = 2.0
   c.train.log_every = 1
   c.train.checkpoint_every = 2
-  c.eval.knn_k = 3
+  c.eval.knn_ks = (3,)
   c.eval.batch_size = 16
   c.eval.chunk_size = 8
   c.eval.random_init_baseline = False
+  c.eval.probe_epochs = 5
+  c.eval.knn_every = 2
 
 
 def _preset_fullwidth(c: ml_collections.ConfigDict) -> None:
@@ -235,10 +286,11 @@ def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def check_known_fields(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
+def check_known_fields(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict,
+                       prefix: str = "") -> None:
   """Raises ConfigError for a field the schema does not have (with a suggestion)."""
-  known = _flatten(schema)
-  for path in _flatten(cfg):
+  known = _flatten(schema, prefix)
+  for path in _flatten(cfg, prefix):
     if path not in known:
       close = difflib.get_close_matches(path, known, n=1)
       hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -307,10 +359,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   _require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
   _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
   _require(t.max_steps >= 0, "train.max_steps", "must be >= 0")
-  _require(e.knn_k >= 1, "eval.knn_k", "must be >= 1")
-  _require(e.knn_temperature > 0, "eval.knn_temperature", "must be > 0")
-  _require(all(k >= 1 for k in e.recall_ks), "eval.recall_ks", "every k must be >= 1")
-  _require(e.chunk_size >= 1 and e.batch_size >= 1, "eval.chunk_size", "chunk and batch sizes must be >= 1")
+  validate_eval(e)
 
 
 # Training-split sizes of the real data sets the presets name (for the schedule
