@@ -1,6 +1,8 @@
 r"""Command-line entry point: ``python -m fgjax.main --config=configs/x.py[:preset] --workdir=DIR``.
 
-Kept short on purpose: flags -> config -> ``train.train_and_evaluate``. Errors a
+Kept short on purpose: flags -> config -> ``train.train_and_evaluate``, or, for
+``configs/evaluate.py`` (``mode='evaluate'``), ``checkpoint_eval.evaluate_workdir``
+on an existing run. Errors a
 user can fix (a config field, the workdir, a NaN loss) end the run with one
 line naming the cause and exit status 2 (config/workdir) or 1 (NaN).
 """
@@ -33,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from fgjax import train  # JAX is imported here, after flag parsing
+  from fgjax.evaluate import checkpoint_eval
 
   try:
     cfg = _CONFIG.value
@@ -45,8 +48,12 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
-    train.train_and_evaluate(cfg, workdir)
-  except (config_lib.ConfigError, train.WorkdirError) as e:
+    if cfg.get("mode") == "evaluate":
+      cfg.workdir = workdir
+      checkpoint_eval.evaluate_workdir(cfg)
+    else:
+      train.train_and_evaluate(cfg, workdir)
+  except (config_lib.ConfigError, train.WorkdirError, checkpoint_eval.EvaluationError) as e:
     print(f"fgjax: error: {e}", file=sys.stderr)
     sys.exit(2)
   except train.NonFiniteLossError as e:

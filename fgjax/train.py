@@ -26,12 +26,11 @@ from fgjax import metrics_writer
 from fgjax import optim
 from fgjax import parallel
 from fgjax.data import pipeline
-from fgjax.evaluate import features as features_lib
+from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import report
-from fgjax.evaluate import retrieval
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco
-from fgjax.methods import ssl_common
+from fgjax.methods import registry
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,30 +100,6 @@ class _Progress:
             f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
-def evaluate_encoder(cfg: ml_collections.ConfigDict, nets: ssl_common.Networks, params: Any,
-                     batch_stats: Any, data: dict[str, Any]) -> dict[str, float]:
-  """kNN accuracy and leave-one-out retrieval of the frozen encoder's pooled features."""
-  e = cfg.eval
-  train_f = features_lib.extract_features(nets.encoder, params, batch_stats, data["train"]["image"],
-                                          batch_size=e.batch_size)
-  test_f = features_lib.extract_features(nets.encoder, params, batch_stats, data["test"]["image"],
-                                         batch_size=e.batch_size)
-  out = {}
-  for level in ("fine", "super"):
-    key = f"{level}_label"
-    out[f"knn_top1_{level}"] = retrieval.knn_accuracy(
-        train_f, data["train"][key], test_f, data["test"][key], k=e.knn_k,
-        temperature=e.knn_temperature, chunk_size=e.chunk_size)
-    r = retrieval.retrieval_metrics(test_f, data["test"][key], ks=tuple(e.recall_ks), rank_ks=(1, 5),
-                                    chunk_size=e.chunk_size)
-    out[f"rank1_{level}"] = r["rank1"]
-    out[f"rank5_{level}"] = r["rank5"]
-    out[f"map_{level}"] = r["map"]
-    for k in e.recall_ks:
-      out[f"recall@{k}_{level}"] = r[f"recall@{k}"]
-  return out
-
-
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
                        devices: list[Any] | None = None) -> dict[str, Any]:
   """Trains the configured SSL method, evaluates the frozen encoder, writes results.
@@ -153,23 +128,26 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
 
   # ---- data
   data = pipeline.load_splits(cfg)
+  num_train = data["train"]["image"].shape[0]
+  if max(cfg.eval.knn_ks) > num_train:  # found now, not at the first monitor step
+    raise config_lib.ConfigError(f"config field 'eval.knn_ks': k={max(cfg.eval.knn_ks)} exceeds the "
+                                 f"{num_train} training images")
   batches = pipeline.train_batches(
       data["train"], global_batch_size=cfg.data.global_batch_size, seed=cfg.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
   # ---- model and optimizer
-  nets = ssl_common.build_networks(cfg)
+  setup = registry.setup(cfg)
+  nets, tx, decoder_tx = setup.nets, setup.tx, setup.decoder_tx
   perturb = cfg.method == "perturb_moco"
   pretrain_steps = cfg.perturb.decoder_pretrain_steps if perturb else 0
   joint_steps = config_lib.total_train_steps(cfg)
   total_steps = pretrain_steps + joint_steps
   last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
-  tx = optim.joint_optimizer(cfg, joint_steps)
-  decoder_tx = optim.decoder_optimizer(cfg) if perturb else None
   hp = moco.hparams_from_config(cfg, num_devices)
-  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  init_rng, step_rng = registry.rngs(cfg)
   # Initialisation compiled as one program: op-by-op random init is slow on CPU.
-  state = jax.jit(functools.partial(moco.create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx))(init_rng)
+  state = jax.jit(setup.init_state)(init_rng)
   state = parallel.replicate(mesh, state)
   step_rng = parallel.replicate(mesh, step_rng)
 
@@ -184,8 +162,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     logging.info("resumed from %s at step %d", ckpt.directory, start)
   elif cfg.eval.random_init_baseline and is_main:
     # The untrained encoder, evaluated with the same protocol: the floor.
-    host = jax.device_get(state)
-    baseline = evaluate_encoder(cfg, nets, host.params["encoder"], host.batch_stats, data)
+    baseline = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data)
     with open(baseline_path, "w") as f:
       json.dump(baseline, f)
 
@@ -223,6 +200,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
       writer.write(s, scalars)
     return fetched[-1][1] if fetched else {}
 
+  def monitor(step: int) -> None:
+    """Online kNN of the current encoder (eval.knn_every), logged as metrics."""
+    scalars = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data, monitor_only=True)
+    writer.write(step, scalars)
+    logging.info("[monitor] step %d %s", step, " ".join(f"{k}={100 * v:.2f}%" for k, v in scalars.items()))
+
   lr_schedule = optim.learning_rate(cfg, joint_steps)
   try:
     progress.start_window()
@@ -243,6 +226,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
                                                        compiled=phase in compiled_phase))
         compiled_phase.add(phase)
         progress.start_window()
+      if is_main and cfg.eval.knn_every and done % cfg.eval.knn_every == 0:
+        flush(done)
+        monitor(done)
+        progress.start_window()  # the monitor's time is not a training step's
       if done % cfg.train.checkpoint_every == 0 or done == last_step:
         flush(done)
         ckpt.save(done, state, data_position=done)
@@ -256,7 +243,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     logging.info("stopped at step %d of %d (train.max_steps); rerun to resume", last_step, total_steps)
   host = jax.device_get(state)
   if is_main:
-    results["trained"] = evaluate_encoder(cfg, nets, host.params["encoder"], host.batch_stats, data)
+    results["trained"] = checkpoint_eval.evaluate_state(cfg, nets, host, data)
     if os.path.exists(baseline_path):
       with open(baseline_path) as f:
         results["random_init"] = json.load(f)

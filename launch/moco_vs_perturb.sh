@@ -16,7 +16,8 @@ done
 python - "$runs" "$seeds" <<'PY'
 import json, sys, statistics as st
 runs, seeds = sys.argv[1], int(sys.argv[2])
-keys = ["knn_top1_fine", "rank1_fine", "rank5_fine", "map_fine", "knn_top1_super", "map_super"]
+keys = ["knn20_top1_fine", "probe100_top1_fine", "probe20_top1_fine", "rank1_fine", "rank5_fine", "map_fine",
+        "knn20_top1_super", "map_super"]
 def cell(values):
     values = [100 * v for v in values]
     return f"{st.mean(values):.2f}" + (f" ± {st.stdev(values):.2f}" if len(values) > 1 else "")

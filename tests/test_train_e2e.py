@@ -53,12 +53,21 @@ def test_run_writes_results_metrics_and_checkpoints(full_run):
   with open(os.path.join(workdir, "results.json")) as f:
     on_disk = json.load(f)
   assert on_disk["trained"] == pytest.approx(results["trained"])
-  for key in ("knn_top1_fine", "rank1_fine", "rank5_fine", "map_fine", "rank1_super"):
+  for key in ("knn3_top1_fine", "rank1_fine", "rank5_fine", "map_fine", "rank1_super",
+              "probe100_top1_fine", "probe20_top1_super", "outlier_share_super"):
     assert 0.0 <= on_disk["trained"][key] <= 1.0
-  assert "| knn_top1_fine |" in open(os.path.join(workdir, "results.md")).read()
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert "| knn3_top1_fine |" in open(os.path.join(workdir, "results.md")).read()
+  all_rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   cfg = _config()
   total = cfg.perturb.decoder_pretrain_steps + config_lib.total_train_steps(cfg)
+  # The online kNN monitor logs its own rows every eval.knn_every steps.
+  monitor = [r for r in all_rows if "knn3_top1_fine" in r]
+  rows = [r for r in all_rows if "knn3_top1_fine" not in r]
+  assert [r["step"] for r in monitor] == list(range(cfg.eval.knn_every, total + 1, cfg.eval.knn_every))
+  assert all(set(r) == {"step", "knn3_top1_fine", "knn3_top1_super"} for r in monitor)
+  # The last monitor reading is the final encoder: the same number as the final evaluation.
+  if total % cfg.eval.knn_every == 0:
+    assert monitor[-1]["knn3_top1_fine"] == pytest.approx(results["trained"]["knn3_top1_fine"])
   assert [r["step"] for r in rows] == list(range(1, total + 1))
   joint = [r for r in rows if r["step"] > cfg.perturb.decoder_pretrain_steps]
   assert all({"loss", "loss_c", "loss_r", "loss_cp"} <= set(r) for r in joint)

@@ -1,0 +1,156 @@
+"""Evaluate a trained checkpoint without retraining (``configs/evaluate.py``).
+
+``python -m fgjax.main --config=configs/evaluate.py --config.workdir=runs/x``
+reads the run's ``config.json`` (method, data, model), checks that the saved
+arrays match that model, restores the checkpoint, extracts the frozen
+encoder's features once and runs every protocol of the ``eval`` block
+(``fgjax.evaluate.suite``). Results are merged into ``results.json`` under
+``evaluations/step_<N>`` and appended to ``results.md`` as a table.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from fgjax import checkpointing
+from fgjax import config_lib
+from fgjax.data import pipeline
+from fgjax.evaluate import features as features_lib
+from fgjax.evaluate import report
+from fgjax.evaluate import suite
+from fgjax.methods import registry
+
+EvaluationError = suite.EvaluationError
+
+
+def evaluate_config() -> ml_collections.ConfigDict:
+  """Schema and defaults of ``configs/evaluate.py``."""
+  c = ml_collections.ConfigDict()
+  c.mode = "evaluate"
+  c.workdir = ""  # the training run to evaluate (its config.json and checkpoints/)
+  c.checkpoint_step = -1  # -1: the latest checkpoint
+  # '' : the run's own config.json; else a config file (configs/x.py[:preset]
+  # or a .json) describing the model that wrote the checkpoint.
+  c.train_config = ""
+  c.eval = config_lib.eval_config()
+  return c
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  config_lib.check_known_fields(cfg, evaluate_config())
+  if not cfg.workdir:
+    raise config_lib.ConfigError("config field 'workdir': give the run to evaluate, "
+                                 "e.g. --config.workdir=runs/perturb_moco")
+  config_lib.validate_eval(cfg.eval)
+
+
+def load_train_config(path: str) -> ml_collections.ConfigDict:
+  """A training config from ``config.json`` or ``configs/x.py[:preset]``."""
+  file, _, preset = path.partition(":")
+  if not os.path.isfile(file):
+    raise EvaluationError(f"no training config at {file}")
+  if file.endswith(".json"):
+    with open(file) as f:
+      try:
+        return ml_collections.ConfigDict(json.load(f))
+      except json.JSONDecodeError as e:
+        raise EvaluationError(f"{file} is not valid JSON: {e}") from None
+  spec = importlib.util.spec_from_file_location("_fgjax_train_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset or None) if preset else module.get_config()
+
+
+def _labels(split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {level: split[f"{level}_label"] for level in ("fine", "super") if f"{level}_label" in split}
+
+
+def evaluate_state(cfg: ml_collections.ConfigDict, nets: Any, state: Any,
+                   data: dict[str, Any], *, monitor_only: bool = False) -> dict[str, Any]:
+  """Every protocol of ``cfg.eval`` on the frozen model of ``state`` (host arrays)."""
+  e = cfg.eval
+  model = registry.frozen_model(cfg, nets, state)
+  extracted = {}
+  for split in ("train", "test"):
+    if data[split]["image"].shape[0] == 0:
+      raise EvaluationError(f"the {split} split of {cfg.data.name} is empty")
+    extracted[split] = features_lib.extract_features(
+        model.encoder, model.params, model.batch_stats, data[split]["image"], batch_size=e.batch_size)
+  super_logits = None
+  if model.super_logits is not None and not monitor_only:
+    super_logits = features_lib.extract_logits(model.super_logits, data["test"]["image"],
+                                               batch_size=e.batch_size)
+  return suite.evaluate_features(e, extracted["train"], _labels(data["train"]), extracted["test"],
+                                 _labels(data["test"]), super_logits=super_logits,
+                                 monitor_only=monitor_only)
+
+
+def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Evaluates the checkpoint of ``cfg.workdir``; writes and returns the results.
+
+  Raises:
+    config_lib.ConfigError: a bad field of the evaluation or training config.
+    EvaluationError: no run or checkpoint, a checkpoint of another model, an
+      empty split, NaN features.
+  """
+  validate(cfg)
+  workdir = os.path.abspath(cfg.workdir)
+  if not os.path.isdir(workdir):
+    raise EvaluationError(f"workdir {workdir} does not exist")
+  train_cfg = load_train_config(cfg.train_config or os.path.join(workdir, "config.json"))
+  # The evaluation protocol is this config's, whatever the run used.
+  train_cfg.eval = ml_collections.ConfigDict(cfg.eval.to_dict())
+  config_lib.validate(train_cfg, num_devices=1)
+
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise EvaluationError(f"no checkpoint in {workdir} (no checkpoints/ directory)")
+  ckpt = checkpointing.Checkpointer(workdir, create=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise EvaluationError(f"no checkpoint in {ckpt_dir}")
+    step = steps[-1] if cfg.checkpoint_step < 0 else cfg.checkpoint_step
+    if step not in steps:
+      raise EvaluationError(f"no checkpoint of step {step} in {ckpt_dir}; saved steps: {steps}")
+
+    setup = registry.setup(train_cfg)
+    init_rng, _ = registry.rngs(train_cfg)
+    abstract = jax.eval_shape(setup.init_state, init_rng)
+    problem = checkpointing.shape_mismatch(abstract, ckpt.state_shapes(step))
+    if problem:
+      raise EvaluationError(f"checkpoint step {step} in {ckpt_dir} does not match the model of "
+                            f"the training config ({train_cfg.method}, {train_cfg.model.encoder} "
+                            f"width {train_cfg.model.width}): {problem}")
+    device = jax.local_devices()[0]
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(device)),
+        abstract)
+    state, _ = ckpt.restore(step, target)
+  finally:
+    ckpt.close()
+  state = jax.device_get(state)
+
+  logging.info("evaluating %s step %d (%s)", workdir, step, train_cfg.method)
+  data = pipeline.load_splits(train_cfg)
+  sections = {"trained": evaluate_state(train_cfg, setup.nets, state, data)}
+  if cfg.eval.random_init_baseline:
+    initial = jax.device_get(jax.jit(setup.init_state)(init_rng))
+    sections["random_init"] = evaluate_state(train_cfg, setup.nets, initial, data)
+
+  run = {"workdir": workdir, "checkpoint step": step, "method": train_cfg.method,
+         "encoder": f"{train_cfg.model.encoder} width {train_cfg.model.width}",
+         "data": f"{train_cfg.data.name} {train_cfg.data.image_size}px",
+         "evaluated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+  if jax.process_index() == 0:
+    report.append_evaluation(workdir, f"step_{step}", sections, run=run)
+  return {"run": run, **sections}

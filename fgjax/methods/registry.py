@@ -1,0 +1,85 @@
+"""What the training loop and the evaluator need to know about each method.
+
+One place maps ``cfg.method`` to its networks, its initial state (the same
+function for training, for a checkpoint template and for the random-init
+baseline) and the frozen model that evaluation uses. A new method (SimSiam,
+Base-Indi, SupCon, ...) adds one entry here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+import optax
+
+from fgjax import config_lib
+from fgjax import optim
+from fgjax.methods import moco
+from fgjax.methods import ssl_common
+
+SSL_METHODS = ("moco", "perturb_moco")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """A method's modules, optimizers and initial-state function.
+
+  Attributes:
+    nets: the Flax modules.
+    tx: optimizer of the joint training steps.
+    decoder_tx: optimizer of decoder pre-training (Perturb-SSL), else None.
+    init_state: ``rng -> TrainState`` (pure; jit it, or ``jax.eval_shape`` it
+      for a checkpoint template).
+  """
+  nets: Any
+  tx: optax.GradientTransformation
+  decoder_tx: optax.GradientTransformation | None
+  init_state: Callable[[jax.Array], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenModel:
+  """The parts of a trained state that evaluation uses.
+
+  Attributes:
+    encoder: the encoder module; ``encoder.apply({'params', 'batch_stats'},
+      images, train=False)`` gives the pooled features [N, n].
+    params: the encoder's parameters.
+    batch_stats: the encoder's BatchNorm statistics.
+    super_logits: ``images [N, H, W, 3] float (normalised) -> [N, K_super]``,
+      the model's own super-class head (seed B methods), or None.
+  """
+  encoder: nn.Module
+  params: Any
+  batch_stats: Any
+  super_logits: Callable[[jax.Array], jax.Array] | None = None
+
+
+def setup(cfg: ml_collections.ConfigDict) -> Setup:
+  """Networks, optimizers and ``init_state`` for ``cfg.method``."""
+  if cfg.method not in SSL_METHODS:
+    raise config_lib.ConfigError(f"method: {cfg.method!r} is not one of {SSL_METHODS}")
+  nets = ssl_common.build_networks(cfg)
+  joint_steps = config_lib.total_train_steps(cfg)
+  tx = optim.joint_optimizer(cfg, joint_steps)
+  decoder_tx = optim.decoder_optimizer(cfg) if cfg.method == "perturb_moco" else None
+  init_state = functools.partial(moco.create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx)
+  return Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state)
+
+
+def rngs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """``(init_rng, step_rng)`` of a run: the random-init baseline re-creates the same init."""
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  return init_rng, step_rng
+
+
+def frozen_model(cfg: ml_collections.ConfigDict, nets: Any, state: Any) -> FrozenModel:
+  """The evaluated parts of ``state`` (host or device arrays) for ``cfg.method``."""
+  del cfg  # every method so far keeps its encoder the same way
+  return FrozenModel(encoder=nets.encoder, params=state.params["encoder"],
+                     batch_stats=state.batch_stats)

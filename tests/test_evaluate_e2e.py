@@ -1,0 +1,191 @@
+"""End to end: evaluate a tiny trained checkpoint without retraining, and every bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from fgjax import config_lib
+from fgjax import train
+from fgjax.evaluate import checkpoint_eval
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  """A finished runlocal MoCo run (its end-of-training evaluation included)."""
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  cfg = config_lib.ssl_config("moco", "runlocal")
+  results = train.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
+  return workdir, results
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+  """A private copy of the trained run (evaluations append to its files)."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_run[0], workdir)
+  return workdir
+
+
+def _eval_config(workdir, **eval_overrides):
+  sys.path.insert(0, os.path.join(REPO, "configs"))
+  try:
+    import evaluate as evaluate_config  # configs/evaluate.py
+  finally:
+    sys.path.pop(0)
+  cfg = evaluate_config.get_config("runlocal")
+  cfg.workdir = workdir
+  cfg.eval.random_init_baseline = False
+  for name, value in eval_overrides.items():
+    cfg.eval[name] = value
+  return cfg
+
+
+def test_evaluation_reproduces_end_of_training_numbers(trained_run, run_copy):
+  # The same protocol on the restored checkpoint must give exactly the numbers
+  # the training run computed on its in-memory final state: the restore is
+  # complete and the evaluation deterministic.
+  _, train_results = trained_run
+  md_before = open(os.path.join(run_copy, "results.md")).read()
+  results = checkpoint_eval.evaluate_workdir(_eval_config(run_copy))
+  assert results["trained"] == train_results["trained"]
+  with open(os.path.join(run_copy, "results.json")) as f:
+    on_disk = json.load(f)
+  step = results["run"]["checkpoint step"]
+  assert step == config_lib.total_train_steps(config_lib.ssl_config("moco", "runlocal"))
+  assert on_disk["trained"] == train_results["trained"]  # the training results are kept
+  assert on_disk["evaluations"][f"step_{step}"]["trained"] == results["trained"]
+  md = open(os.path.join(run_copy, "results.md")).read()
+  assert md.startswith(md_before)  # appended, not overwritten
+  appended = md[len(md_before):]
+  assert f"## Evaluation: step_{step}" in appended
+  for key in ("probe100_top1_fine", "probe50_top1_fine", "probe20_top1_super", "knn3_top1_fine",
+              "recall@8_super", "map_fine", "outliers_super", "retrieval_skipped_fine"):
+    assert f"| {key} |" in appended
+
+
+def test_second_evaluation_appends_and_earlier_step_selectable(run_copy):
+  steps = sorted(int(s) for s in os.listdir(os.path.join(run_copy, "checkpoints")) if s.isdigit())
+  assert len(steps) == 2  # runlocal keeps two
+  first = checkpoint_eval.evaluate_workdir(_eval_config(run_copy))
+  cfg = _eval_config(run_copy, probe_fractions=(1.0, 0.1), knn_ks=(1, 3))
+  cfg.checkpoint_step = steps[0]
+  earlier = checkpoint_eval.evaluate_workdir(cfg)
+  assert earlier["run"]["checkpoint step"] == steps[0]
+  assert {"probe10_top1_fine", "knn1_top1_fine", "knn3_top1_fine"} <= set(earlier["trained"])
+  assert "probe50_top1_fine" not in earlier["trained"]
+  with open(os.path.join(run_copy, "results.json")) as f:
+    evaluations = json.load(f)["evaluations"]
+  assert set(evaluations) == {f"step_{steps[0]}", f"step_{steps[1]}"}
+  assert evaluations[f"step_{steps[1]}"]["trained"] == first["trained"]
+  md = open(os.path.join(run_copy, "results.md")).read()
+  assert md.count("## Evaluation: step_") == 2
+
+
+def test_random_init_baseline_section(run_copy):
+  results = checkpoint_eval.evaluate_workdir(_eval_config(run_copy, random_init_baseline=True))
+  assert set(results["random_init"]) == set(results["trained"])
+  assert results["random_init"] != results["trained"]
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path, trained_run):
+  with pytest.raises(checkpoint_eval.EvaluationError, match="does not exist"):
+    checkpoint_eval.evaluate_workdir(_eval_config(str(tmp_path / "missing")))
+  with pytest.raises(checkpoint_eval.EvaluationError, match="no training config"):
+    checkpoint_eval.evaluate_workdir(_eval_config(str(tmp_path)))
+  shutil.copy(os.path.join(trained_run[0], "config.json"), tmp_path / "config.json")
+  with pytest.raises(checkpoint_eval.EvaluationError, match="no checkpoint"):
+    checkpoint_eval.evaluate_workdir(_eval_config(str(tmp_path)))
+  os.makedirs(tmp_path / "checkpoints")
+  with pytest.raises(checkpoint_eval.EvaluationError, match="no checkpoint"):
+    checkpoint_eval.evaluate_workdir(_eval_config(str(tmp_path)))
+
+
+def test_missing_step_names_the_saved_steps(run_copy):
+  cfg = _eval_config(run_copy)
+  cfg.checkpoint_step = 999
+  with pytest.raises(checkpoint_eval.EvaluationError, match=r"no checkpoint of step 999 .*saved steps: \[\d+, \d+\]"):
+    checkpoint_eval.evaluate_workdir(cfg)
+
+
+def _config_json_with(workdir, tmp_path, section, name, value):
+  with open(os.path.join(workdir, "config.json")) as f:
+    stored = json.load(f)
+  stored[section][name] = value
+  path = tmp_path / "other_model.json"
+  path.write_text(json.dumps(stored))
+  return str(path)
+
+
+def test_checkpoint_of_another_model_shape(run_copy, tmp_path):
+  cfg = _eval_config(run_copy)
+  cfg.train_config = _config_json_with(run_copy, tmp_path, "model", "width", 8)
+  with pytest.raises(checkpoint_eval.EvaluationError,
+                     match=r"does not match .*width 8.*has shape \(4,\) in the checkpoint.*needs \(8,\)"):
+    checkpoint_eval.evaluate_workdir(cfg)
+  cfg.train_config = _config_json_with(run_copy, tmp_path, "model", "encoder", "resnet34")
+  with pytest.raises(checkpoint_eval.EvaluationError, match="does not match"):
+    checkpoint_eval.evaluate_workdir(cfg)
+
+
+def test_training_config_from_a_config_file(run_copy):
+  cfg = _eval_config(run_copy)
+  cfg.train_config = os.path.join(REPO, "configs", "moco.py") + ":runlocal"
+  results = checkpoint_eval.evaluate_workdir(cfg)
+  assert results["run"]["method"] == "moco"
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("probe_fractions", (1.0, 0.0), "eval.probe_fractions"),
+    ("probe_fractions", (1.5,), "eval.probe_fractions"),
+    ("knn_ks", (0,), "eval.knn_ks"),
+    ("recall_ks", (1, -2), "eval.recall_ks"),
+    ("rank_ks", (0,), "eval.rank_ks"),
+    ("outlier_level", "genus", "eval.outlier_level"),
+])
+def test_bad_eval_fields(run_copy, field, value, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    checkpoint_eval.evaluate_workdir(_eval_config(run_copy, **{field: value}))
+
+
+def test_knn_k_beyond_the_train_split(run_copy):
+  with pytest.raises(checkpoint_eval.EvaluationError, match="knn_ks: k=5000"):
+    checkpoint_eval.evaluate_workdir(_eval_config(run_copy, knn_ks=(5000,)))
+
+
+def test_empty_split_in_the_training_config(run_copy, tmp_path):
+  cfg = _eval_config(run_copy)
+  cfg.train_config = _config_json_with(run_copy, tmp_path, "data", "test_per_class", 0)
+  with pytest.raises(config_lib.ConfigError, match="data.test_per_class"):
+    checkpoint_eval.evaluate_workdir(cfg)
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "-m", "fgjax.main", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_command_line_evaluation_and_one_line_errors(run_copy, tmp_path):
+  ok = _main("--config=configs/evaluate.py:runlocal", f"--config.workdir={run_copy}",
+             "--config.eval.random_init_baseline=False")
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  with open(os.path.join(run_copy, "results.json")) as f:
+    assert "evaluations" in json.load(f)
+  for args, match in [
+      ((f"--config.workdir={tmp_path / 'nothing'}",), "does not exist"),
+      ((f"--config.workdir={run_copy}", "--config.eval.probe_fractions=(0.5,2.0)"), "eval.probe_fractions"),
+      ((f"--config.workdir={run_copy}",
+        f"--config.train_config={_config_json_with(run_copy, tmp_path, 'model', 'width', 8)}"),
+       "does not match"),
+  ]:
+    bad = _main("--config=configs/evaluate.py:runlocal", *args)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("fgjax: error:")]
+    assert len(errors) == 1 and match in errors[0], bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
