@@ -13,7 +13,10 @@ Presets (comma-separated, applied left to right):
 * ``cub200``   -- the paper's settings (ResNet-50, 224 px, batch 128, 100 epochs,
                   D = 5632, alpha = 1, nu = 0.5, eps_g = 0.1, eps_var = 0.05,
                   kappa = 0.02, K = 65536, m = 0.999, tau = 0.2, lr 0.03 per 256,
-                  cosine) on CUB-200-2011 (needs the real-data issue to run).
+                  cosine) on CUB-200-2011 from tfds (``data.data_dir``), images
+                  from a 448-px base, 2 decoding workers.
+* ``folder``   -- the same settings on an image folder: ``--config.data.root=DIR``
+                  with ``DIR/{train,test}/<class>/*.jpg``.
 * ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks).
 * ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
 """
@@ -56,6 +59,17 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.data.global_batch_size = 128
   c.data.read_threads = 2
   c.data.prefetch_batches = 2
+  c.data.num_workers = 0  # grain worker processes that decode (0: threads in this process)
+  # Real data (see fgjax/data/pipeline.py): a tfds name read from data_dir, or
+  # 'folder' (root/<split>/<class>/*.jpg) or 'cub_layout' (CUB_200_2011 at root).
+  c.data.data_dir = ""  # tfds data_dir ('' = tfds's default, ~/tensorflow_datasets)
+  c.data.root = ""
+  c.data.train_split = "train"
+  c.data.test_split = "test"
+  c.data.super_map = ""  # file: fine class <tab|comma> super class, one per line
+  c.data.skip_corrupt = False  # True: unreadable images are skipped, counted and reported
+  c.data.base_size = 0  # side of the host's training image (0: image_size); aug+ crops from it
+  c.data.eval_crop_fraction = 0.875  # eval: shorter side to image_size / this, centre crop
 
   # ---- model
   c.model = ml_collections.ConfigDict()
@@ -201,6 +215,10 @@ def _preset_cub200(c: ml_collections.ConfigDict) -> None:
   """The paper's settings (Perturb-SSL Sec. 4.1 and MoCo v2's official code)."""
   c.data.name = "caltech_birds2011"
   c.data.image_size = 224
+  # aug+ crops (scale 0.2-1) from a 448-px base: a 0.2-area crop keeps ~200 px of
+  # detail instead of being upsampled from 100 px of a 224-px image.
+  c.data.base_size = 448
+  c.data.num_workers = 2
   c.data.global_batch_size = 128
   c.model.encoder = "resnet50"
   c.model.width = 64
@@ -268,7 +286,13 @@ def _preset_fullwidth(c: ml_collections.ConfigDict) -> None:
   c.model.head_hidden_dim = 0
 
 
-_PRESET_FNS = {"cub200": _preset_cub200, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal}
+def _preset_folder(c: ml_collections.ConfigDict) -> None:
+  """The paper's settings on an image folder: --config.data.root=DIR (root/{train,test}/<class>/)."""
+  _preset_cub200(c)
+  c.data.name = "folder"
+
+
+_PRESET_FNS = {"cub200": _preset_cub200, "folder": _preset_folder, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal}
 
 
 # ----------------------------------------------------------------------------
@@ -321,8 +345,16 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   _require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
   for field in ("num_super", "fine_per_super", "train_per_class", "test_per_class"):
     _require(d[field] >= 1, f"data.{field}", f"must be >= 1, got {d[field]}")
-  _require(num_train_examples(cfg) >= gb, "data.global_batch_size",
+  known = num_train_examples(cfg)
+  _require(known is None or known >= gb, "data.global_batch_size",
            "the training split is smaller than one global batch")
+  _require(d.base_size == 0 or d.base_size >= d.image_size, "data.base_size",
+           f"must be 0 or >= image_size {d.image_size}, got {d.base_size}")
+  _require(0.0 < d.eval_crop_fraction <= 1.0, "data.eval_crop_fraction",
+           f"must be in (0, 1], got {d.eval_crop_fraction}")
+  _require(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+  _require(d.name not in ("folder", "cub_layout") or bool(d.root), "data.root",
+           f"data.name={d.name!r} needs the data directory, e.g. --config.data.root=/data/cub")
 
   _require(m.encoder in ENCODERS, "model.encoder", f"expected one of {ENCODERS}, got {m.encoder!r}")
   _require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
@@ -363,26 +395,31 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
 
 
 # Training-split sizes of the real data sets the presets name (for the schedule
-# before the data is opened; the real-data issue reads them from the source).
+# before the data is opened; folders and other tfds sets are sized once opened).
 KNOWN_TRAIN_SIZES = {"caltech_birds2011": 5994, "cars196": 8144, "oxford_iiit_pet": 3680,
                      "cifar100": 50000, "stanford_online_products": 59551}
 
 
-def num_train_examples(cfg: ml_collections.ConfigDict) -> int:
+def num_train_examples(cfg: ml_collections.ConfigDict) -> int | None:
+  """Size of the training split when known without opening it (None: folders, other tfds sets)."""
   d = cfg.data
   if d.name == "patches":
     return d.num_super * d.fine_per_super * d.train_per_class
-  if d.name not in KNOWN_TRAIN_SIZES:
-    raise ConfigError(f"config field 'data.name': unknown data set {d.name!r}")
-  return KNOWN_TRAIN_SIZES[d.name]
+  if d.train_split == "train":
+    return KNOWN_TRAIN_SIZES.get(d.name)
+  return None
 
 
-def steps_per_epoch(cfg: ml_collections.ConfigDict) -> int:
-  """Training steps per epoch of the configured training split (drop-remainder batches)."""
-  return max(1, num_train_examples(cfg) // cfg.data.global_batch_size)
+def steps_per_epoch(cfg: ml_collections.ConfigDict, num_train: int | None = None) -> int:
+  """Training steps per epoch (drop-remainder batches); ``num_train``: the opened split's size."""
+  n = num_train if num_train is not None else num_train_examples(cfg)
+  if n is None:
+    raise ConfigError(f"config field 'data.name': the size of {cfg.data.name!r} is known only "
+                      "once the data is opened (pass num_train)")
+  return max(1, n // cfg.data.global_batch_size)
 
 
-def total_train_steps(cfg: ml_collections.ConfigDict) -> int:
+def total_train_steps(cfg: ml_collections.ConfigDict, num_train: int | None = None) -> int:
   """Joint-training steps of the schedule (decoder pre-training not included)."""
-  return max(1, int(round(cfg.optim.num_epochs * steps_per_epoch(cfg))))
+  return max(1, int(round(cfg.optim.num_epochs * steps_per_epoch(cfg, num_train))))
 

@@ -35,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from fgjax import train  # JAX is imported here, after flag parsing
+  from fgjax.data import records
   from fgjax.evaluate import checkpoint_eval
 
   try:
@@ -53,7 +54,8 @@ def main(argv):
       checkpoint_eval.evaluate_workdir(cfg)
     else:
       train.train_and_evaluate(cfg, workdir)
-  except (config_lib.ConfigError, train.WorkdirError, checkpoint_eval.EvaluationError) as e:
+  except (config_lib.ConfigError, train.WorkdirError, checkpoint_eval.EvaluationError,
+          records.DataError) as e:
     print(f"fgjax: error: {e}", file=sys.stderr)
     sys.exit(2)
   except train.NonFiniteLossError as e:

@@ -80,15 +80,26 @@ class _Progress:
     self.window_start = time.perf_counter()
     self.window_steps = 0
     self.step_times: dict[str, list[float]] = {phase: [] for phase in phase_ends}
+    self.data_wait = 0.0  # seconds the loop waited for the input pipeline in this window
+    self.total_wait = 0.0  # ... summed over windows without compilation
+    self.total_time = 0.0
 
   def start_window(self):
     self.window_start = time.perf_counter()
     self.window_steps = 0
+    self.data_wait = 0.0
+
+  def wait_share(self) -> float:
+    """Share of the (compiled) training time spent waiting for data, over the run so far."""
+    return self.total_wait / self.total_time if self.total_time else float("nan")
 
   def line(self, step: int, scalars: dict[str, float], *, phase: str, compiled: bool) -> str:
-    per_step = (time.perf_counter() - self.window_start) / max(1, self.window_steps)
+    elapsed = time.perf_counter() - self.window_start
+    per_step = elapsed / max(1, self.window_steps)
     if compiled:
       self.step_times[phase].append(per_step)
+      self.total_wait += self.data_wait
+      self.total_time += elapsed
     eta, begin = 0.0, 0
     for name, end in self.phase_ends.items():
       remaining = max(0, end - max(begin, step))
@@ -97,6 +108,7 @@ class _Progress:
       begin = end
     terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
     return (f"step {step}/{self.total} {terms} | {self.batch / per_step:.1f} img/s | "
+            f"data wait {100 * self.data_wait / max(elapsed, 1e-9):.1f}% | "
             f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
@@ -128,20 +140,26 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
 
   # ---- data
   data = pipeline.load_splits(cfg)
-  num_train = data["train"]["image"].shape[0]
+  num_train = len(data["train"])
+  for split, source in data.items():
+    logging.info("%s data: %s", split, source.description)
+  if num_train < cfg.data.global_batch_size:
+    raise config_lib.ConfigError(f"config field 'data.global_batch_size': {cfg.data.global_batch_size} "
+                                 f"exceeds the {num_train} training images")
   if max(cfg.eval.knn_ks) > num_train:  # found now, not at the first monitor step
     raise config_lib.ConfigError(f"config field 'eval.knn_ks': k={max(cfg.eval.knn_ks)} exceeds the "
                                  f"{num_train} training images")
   batches = pipeline.train_batches(
       data["train"], global_batch_size=cfg.data.global_batch_size, seed=cfg.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      transform=pipeline.train_transform(cfg, data["train"]))
 
   # ---- model and optimizer
-  setup = registry.setup(cfg)
+  setup = registry.setup(cfg, num_train)
   nets, tx, decoder_tx = setup.nets, setup.tx, setup.decoder_tx
   perturb = cfg.method == "perturb_moco"
   pretrain_steps = cfg.perturb.decoder_pretrain_steps if perturb else 0
-  joint_steps = config_lib.total_train_steps(cfg)
+  joint_steps = config_lib.total_train_steps(cfg, num_train)
   total_steps = pretrain_steps + joint_steps
   last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
   hp = moco.hparams_from_config(cfg, num_devices)
@@ -182,7 +200,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   pending: list[tuple[int, Any]] = []
   last_saved = start
   it = pipeline.iterate_from(batches, start, read_threads=cfg.data.read_threads,
-                             prefetch=cfg.data.prefetch_batches)
+                             prefetch=cfg.data.prefetch_batches, num_workers=cfg.data.num_workers)
   logging.info("training %s: %d decoder pre-training + %d joint steps, %d device(s), start at %d",
                cfg.method, pretrain_steps, joint_steps, num_devices, start)
 
@@ -211,7 +229,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     progress.start_window()
     compiled_phase = set()
     for step in range(start, last_step):
-      batch = parallel.shard_batch(mesh, next(it))
+      waited = time.perf_counter()
+      local_batch = next(it)
+      progress.data_wait += time.perf_counter() - waited
+      batch = parallel.shard_batch(mesh, local_batch)
       fn = pretrain_fn if step < pretrain_steps else joint_fn
       state, metrics = fn(state, batch, step_rng)
       metrics = dict(metrics, lr=0.0 if step < pretrain_steps else lr_schedule(step - pretrain_steps))
@@ -251,7 +272,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         "method": cfg.method, "steps": f"{last_step} of {total_steps} "
         f"({pretrain_steps} decoder pre-training + {joint_steps} joint)",
         "encoder": f"{cfg.model.encoder} width {cfg.model.width}",
-        "data": f"{cfg.data.name} {cfg.data.image_size}px", "devices": num_devices,
+        "data": f"{data['train'].description}; {cfg.data.image_size}px",
+        "data wait": f"{100 * progress.wait_share():.1f}% of training time (windows without compilation)",
+        "devices": num_devices,
         "seed": cfg.seed,
     }
     report.write_results(workdir, results, title=f"fgjax {cfg.method}")

@@ -303,16 +303,21 @@ def random_resized_crop_box(rng: jax.Array, height: int, width: int, *,
   return _crop_box_from_uniform(u, height, width, scale=scale, ratio=ratio)
 
 
-def resized_crop(image: jax.Array, box: jax.Array) -> jax.Array:
-  """Crops box (top, left, h, w) from image [H, W, C] and resizes it to [H, W, C], bilinear."""
-  height, width = image.shape[0], image.shape[1]
+def resized_crop(image: jax.Array, box: jax.Array, out_size: int | None = None) -> jax.Array:
+  """Crops box (top, left, h, w) from image [H, W, C] and resizes it, bilinear.
+
+  The output is [H, W, C], or [out_size, out_size, C] when ``out_size`` is
+  given (real data: the host hands over a larger base image, so a small crop
+  keeps its detail instead of being upsampled from the training size).
+  """
+  out_h, out_w = (image.shape[0], image.shape[1]) if out_size is None else (out_size, out_size)
   box = box.astype(jnp.float32)
   top, left, h, w = box[0], box[1], box[2], box[3]
-  scale = jnp.stack([height / h, width / w])
+  scale = jnp.stack([out_h / h, out_w / w])
   translation = -jnp.stack([top, left]) * scale  # Input pixel `top` lands on output 0.
   return jax.image.scale_and_translate(
-      image, image.shape, spatial_dims=(0, 1), scale=scale, translation=translation,
-      method="linear", antialias=True)
+      image, (out_h, out_w, image.shape[2]), spatial_dims=(0, 1), scale=scale,
+      translation=translation, method="linear", antialias=True)
 
 
 def blur_kernel_size(image_side: int, frac: float = 0.1) -> int:
@@ -366,7 +371,8 @@ def mocov2_augment(rng: jax.Array, images: jax.Array, *,
                    jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
                    jitter_prob: float = 0.8, grayscale_prob: float = 0.2,
                    blur_prob: float = 0.5, blur_sigma: tuple[float, float] = (0.1, 2.0),
-                   blur_kernel_frac: float = 0.1, flip_prob: float = 0.5) -> jax.Array:
+                   blur_kernel_frac: float = 0.1, flip_prob: float = 0.5,
+                   out_size: int | None = None) -> jax.Array:
   """MoCo v2 "aug+" on a batch, one independent draw per example (see module docstring).
 
   Args:
@@ -377,9 +383,11 @@ def mocov2_augment(rng: jax.Array, images: jax.Array, *,
     jitter_prob, grayscale_prob, blur_prob, flip_prob: probabilities of each step.
     blur_sigma: range of the Gaussian blur sigma, in pixels.
     blur_kernel_frac: blur kernel size as a fraction of the image side (odd, >= 3).
+    out_size: side of the output (the crop is resized to it); None: the input's
+      H x W.
 
   Returns:
-    float32 [B, H, W, 3] in [0, 1].
+    float32 [B, H, W, 3] (or [B, out_size, out_size, 3]) in [0, 1].
   """
   _check_images(images)
   _check_range("crop_scale", crop_scale, low=0.0, high=1.0)
@@ -398,7 +406,10 @@ def mocov2_augment(rng: jax.Array, images: jax.Array, *,
 
   images = images.astype(jnp.float32)
   height, width = images.shape[1], images.shape[2]
-  kernel_size = blur_kernel_size(min(height, width), blur_kernel_frac)
+  if out_size is not None and int(out_size) < 1:
+    raise ValueError(f"out_size must be >= 1, got {out_size!r}")
+  kernel_size = blur_kernel_size(min(height, width) if out_size is None else int(out_size),
+                                 blur_kernel_frac)
   brightness, contrast, saturation, hue = jitter_strength
 
   # One random draw for the whole batch (each jax.random call costs compile time on
@@ -411,7 +422,7 @@ def mocov2_augment(rng: jax.Array, images: jax.Array, *,
 
   def one(u, image):
     box = _crop_box_from_uniform(u[crop_u], height, width, scale=crop_scale, ratio=crop_ratio)
-    image = resized_crop(image, box)
+    image = resized_crop(image, box, out_size)
     if flip_prob > 0:
       # Flipped here rather than last: jitter, grayscale and the symmetric blur commute
       # with a horizontal flip, and flipping the materialised crop avoids XLA fusing the

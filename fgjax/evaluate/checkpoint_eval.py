@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from fgjax import checkpointing
@@ -70,27 +69,30 @@ def load_train_config(path: str) -> ml_collections.ConfigDict:
   return module.get_config(preset or None) if preset else module.get_config()
 
 
-def _labels(split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {level: split[f"{level}_label"] for level in ("fine", "super") if f"{level}_label" in split}
-
-
 def evaluate_state(cfg: ml_collections.ConfigDict, nets: Any, state: Any,
                    data: dict[str, Any], *, monitor_only: bool = False) -> dict[str, Any]:
-  """Every protocol of ``cfg.eval`` on the frozen model of ``state`` (host arrays)."""
+  """Every protocol of ``cfg.eval`` on the frozen model of ``state`` (host arrays).
+
+  ``data`` is ``pipeline.load_splits(cfg)``: each split is read once, in order,
+  through the evaluation transform.
+  """
   e = cfg.eval
   model = registry.frozen_model(cfg, nets, state)
   extracted = {}
   for split in ("train", "test"):
-    if data[split]["image"].shape[0] == 0:
+    if len(data[split]) == 0:
       raise EvaluationError(f"the {split} split of {cfg.data.name} is empty")
-    extracted[split] = features_lib.extract_features(
-        model.encoder, model.params, model.batch_stats, data[split]["image"], batch_size=e.batch_size)
-  super_logits = None
-  if model.super_logits is not None and not monitor_only:
-    super_logits = features_lib.extract_logits(model.super_logits, data["test"]["image"],
-                                               batch_size=e.batch_size)
-  return suite.evaluate_features(e, extracted["train"], _labels(data["train"]), extracted["test"],
-                                 _labels(data["test"]), super_logits=super_logits,
+    extracted[split] = features_lib.extract_split(
+        model, data[split], batch_size=e.batch_size,
+        transform=pipeline.eval_transform(cfg, data[split]),
+        with_super_logits=split == "test" and model.super_logits is not None and not monitor_only)
+
+  def labels(split):
+    return {level: extracted[split][level] for level in ("fine", "super") if level in extracted[split]}
+
+  return suite.evaluate_features(e, extracted["train"]["features"], labels("train"),
+                                 extracted["test"]["features"], labels("test"),
+                                 super_logits=extracted["test"].get("super_logits"),
                                  monitor_only=monitor_only)
 
 
@@ -123,7 +125,7 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     if step not in steps:
       raise EvaluationError(f"no checkpoint of step {step} in {ckpt_dir}; saved steps: {steps}")
 
-    setup = registry.setup(train_cfg)
+    setup = registry.setup(train_cfg, num_train=1)  # the schedule's length does not shape the state
     init_rng, _ = registry.rngs(train_cfg)
     abstract = jax.eval_shape(setup.init_state, init_rng)
     problem = checkpointing.shape_mismatch(abstract, ckpt.state_shapes(step))

@@ -43,11 +43,14 @@ class MocoHParams:
   pair_positive_in_denominator: bool = True
   recon_grad_to_encoder: bool = True
   pair_grad_through_reconstruction: bool = False
+  # Training image side S; the host's base images may be larger (data.base_size).
+  image_size: int | None = None
 
 
 def hparams_from_config(cfg: ml_collections.ConfigDict, num_devices: int) -> MocoHParams:
   p = cfg.perturb
   return MocoHParams(
+      image_size=int(cfg.data.image_size),
       local_bn_groups=cfg.model.bn_groups // num_devices,
       temperature=float(cfg.moco.temperature), momentum=float(cfg.moco.momentum),
       shuffle_bn=bool(cfg.moco.shuffle_bn), alpha=float(p.alpha), nu=float(p.nu),
@@ -147,7 +150,7 @@ def moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Ar
   """
   rng = jax.random.fold_in(rng, state.step)
   aug_rng, shuffle_rng = jax.random.split(rng)
-  x1, x2 = common.augmented_views(aug_rng, common.to_float_images(batch["image"]))
+  x1, x2 = common.augmented_views(aug_rng, common.to_float_images(batch["image"]), hp.image_size)
   momentum_params, momentum_stats, keys, global_keys = key_network_forward(
       state, x2, shuffle_rng, nets=nets, hp=hp)
 

@@ -89,8 +89,8 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
   rng = jax.random.fold_in(rng, state.step)
   aug_rng, shuffle_rng, noise_rng = jax.random.split(rng, 3)
   x01 = common.to_float_images(batch["image"])
-  x = augment.normalize(x01)  # the non-augmented image (L_R target, Grad-CAM, bank)
-  x1, x2 = common.augmented_views(aug_rng, x01)
+  x = augment.normalize(common.clean_view(x01, hp.image_size))  # non-augmented (L_R target, Grad-CAM, bank)
+  x1, x2 = common.augmented_views(aug_rng, x01, hp.image_size)
   b = x.shape[0]
   groups = hp.local_bn_groups
 
@@ -170,7 +170,7 @@ def decoder_pretrain_step(state: common.TrainState, batch: dict[str, jax.Array],
   starts with a warm bank.
   """
   del rng  # deterministic: no augmentation of x for L_R (paper Sec. 3.2)
-  x = augment.normalize(common.to_float_images(batch["image"]))
+  x = augment.normalize(common.clean_view(common.to_float_images(batch["image"]), hp.image_size))
   v, _ = common.encode(nets.encoder, state.params["encoder"], state.batch_stats, x,
                        groups=hp.local_bn_groups)
   v = lax.stop_gradient(v)

@@ -60,12 +60,18 @@ class FrozenModel:
   super_logits: Callable[[jax.Array], jax.Array] | None = None
 
 
-def setup(cfg: ml_collections.ConfigDict) -> Setup:
-  """Networks, optimizers and ``init_state`` for ``cfg.method``."""
+def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None) -> Setup:
+  """Networks, optimizers and ``init_state`` for ``cfg.method``.
+
+  ``num_train`` (the opened training split's size) sets the schedule's length
+  for data whose size the config cannot know (image folders); the state's
+  structure does not depend on it.
+  """
   if cfg.method not in SSL_METHODS:
     raise config_lib.ConfigError(f"method: {cfg.method!r} is not one of {SSL_METHODS}")
   nets = ssl_common.build_networks(cfg)
-  joint_steps = config_lib.total_train_steps(cfg)
+  joint_steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else
+                                              config_lib.num_train_examples(cfg) or cfg.data.global_batch_size)
   tx = optim.joint_optimizer(cfg, joint_steps)
   decoder_tx = optim.decoder_optimizer(cfg) if cfg.method == "perturb_moco" else None
   init_state = functools.partial(moco.create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx)

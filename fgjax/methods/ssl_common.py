@@ -130,17 +130,32 @@ def to_float_images(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
-def augmented_views(rng: jax.Array, images01: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Two MoCo v2 aug+ views ``x' = T1(x), x'' = T2(x)`` (normalised), ``[b, H, W, 3]`` each."""
+def augmented_views(rng: jax.Array, images01: jax.Array,
+                    image_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Two MoCo v2 aug+ views ``x' = T1(x), x'' = T2(x)`` (normalised), ``[b, S, S, 3]`` each.
+
+  ``images01`` is the host's base image ``[b, H, W, 3]`` (H = W = data.base_size,
+  the training size or larger); each view is a random resized crop of it at
+  ``image_size`` (None: H).
+  """
   rng1, rng2 = jax.random.split(rng)
   b = images01.shape[0]
+  size = None if image_size is None or image_size == images01.shape[1] else image_size
 
   def one_view(key):
     keys = example_keys(key, b)
-    views = jax.vmap(lambda k, im: augment.mocov2_augment(k, im[None])[0])(keys, images01)
+    views = jax.vmap(lambda k, im: augment.mocov2_augment(k, im[None], out_size=size)[0])(keys, images01)
     return augment.normalize(views)
 
   return one_view(rng1), one_view(rng2)
+
+
+def clean_view(images01: jax.Array, image_size: int | None = None) -> jax.Array:
+  """The non-augmented image x at the training size: the whole base image resized (bilinear)."""
+  if image_size is None or images01.shape[1:3] == (image_size, image_size):
+    return images01
+  return jax.image.resize(images01, (images01.shape[0], image_size, image_size, images01.shape[3]),
+                          method="linear", antialias=True)
 
 
 def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats: PyTree,
