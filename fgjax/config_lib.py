@@ -17,6 +17,9 @@ Presets (comma-separated, applied left to right):
                   from a 448-px base, 2 decoding workers.
 * ``folder``   -- the same settings on an image folder: ``--config.data.root=DIR``
                   with ``DIR/{train,test}/<class>/*.jpg``.
+* ``gradcam_only``, ``lowvar_only``, ``no_pairs`` -- the paper's ablations on
+                  either Perturb base: v_p = v + v^g; v_p = v + v^var; L_C + alpha L_R
+                  (pair_loss off, nu = 0).
 * ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks).
 * ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
 """
@@ -29,7 +32,9 @@ from typing import Any
 
 import ml_collections
 
-SSL_METHODS = ("moco", "perturb_moco")
+SSL_METHODS = ("moco", "perturb_moco", "simsiam", "perturb_simsiam")
+PERTURB_METHODS = ("perturb_moco", "perturb_simsiam")
+SIMSIAM_METHODS = ("simsiam", "perturb_simsiam")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 DTYPES = ("float32", "bfloat16")
 
@@ -39,7 +44,7 @@ class ConfigError(ValueError):
 
 
 def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the config of an SSL method (``moco`` or ``perturb_moco``) with presets applied."""
+  """Returns the config of an SSL method (one of ``SSL_METHODS``) with presets applied."""
   if method not in SSL_METHODS:
     raise ConfigError(f"method={method!r}: expected one of {SSL_METHODS}")
   c = ml_collections.ConfigDict()
@@ -97,6 +102,14 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.moco.temperature = 0.2  # tau
   c.moco.shuffle_bn = True
 
+  # ---- SimSiam (Chen & He 2021); used by simsiam and perturb_simsiam.
+  c.simsiam = ml_collections.ConfigDict()
+  # The paper's 2048-d projector and 512-d predictor bottleneck, scaled by 1/4
+  # with the quarter-width encoder of the CPU default (the cub200 preset: 2048/512).
+  c.simsiam.proj_dim = 512
+  c.simsiam.pred_hidden_dim = 128
+  c.simsiam.fixed_predictor_lr = True  # the official recipe: no cosine decay for the predictor
+
   # ---- Perturb-SSL (method P); ignored by plain MoCo.
   c.perturb = ml_collections.ConfigDict()
   c.perturb.bank_size = 1024  # D (5632 in the paper preset)
@@ -138,10 +151,12 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   # ---- evaluation at the end of training (frozen encoder), and the monitor
   c.eval = eval_config()
 
-  if method == "moco":
-    # Plain MoCo v2: same data, model and schedule; the perturb fields stay in
-    # the schema (so both configs validate alike) but are unused.
+  if method not in PERTURB_METHODS:
+    # Plain MoCo v2 / SimSiam: same data, model and schedule; the perturb fields
+    # stay in the schema (so all configs validate alike) but are unused.
     c.perturb.decoder_pretrain_steps = 0
+  if method in SIMSIAM_METHODS:
+    c.optim.base_lr = 0.05  # SimSiam: lr 0.05 per 256 images, SGD momentum 0.9, wd 1e-4
 
   for name in _split_presets(preset):
     _PRESET_FNS[name](c)
@@ -173,8 +188,9 @@ def eval_config() -> ml_collections.ConfigDict:
   e.probe_learning_rate = 0.1
   e.probe_weight_decay = 0.0
   e.probe_seed = 0
-  # Nearest-centroid outliers on the test split at this label level ('' = off).
-  e.outlier_level = "super"
+  # Nearest-centroid outliers on the test split at this label level: 'auto' =
+  # the super-class level where the data has one, else fine; '' = off.
+  e.outlier_level = "auto"
   # Memory: queries per similarity block; images per forward pass.
   e.chunk_size = 1024
   e.batch_size = 256
@@ -199,8 +215,8 @@ def validate_eval(e: ml_collections.ConfigDict, prefix: str = "eval") -> None:
     _require(e[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {e[field]}")
   _require(e.probe_learning_rate > 0, f"{prefix}.probe_learning_rate", "must be > 0")
   _require(e.probe_weight_decay >= 0, f"{prefix}.probe_weight_decay", "must be >= 0")
-  _require(e.outlier_level in ("", "fine", "super"), f"{prefix}.outlier_level",
-           f"expected '', 'fine' or 'super', got {e.outlier_level!r}")
+  _require(e.outlier_level in ("", "auto", "fine", "super"), f"{prefix}.outlier_level",
+           f"expected '', 'auto', 'fine' or 'super', got {e.outlier_level!r}")
 
 
 def _split_presets(preset: str | None) -> list[str]:
@@ -237,9 +253,11 @@ def _preset_cub200(c: ml_collections.ConfigDict) -> None:
   c.perturb.eps_g = 0.1
   c.perturb.eps_var = 0.05
   c.perturb.kappa = 0.02
-  if c.method != "moco":
+  c.simsiam.proj_dim = 2048
+  c.simsiam.pred_hidden_dim = 512
+  if c.method in PERTURB_METHODS:
     c.perturb.decoder_pretrain_steps = 2000
-  c.optim.base_lr = 0.03
+  c.optim.base_lr = 0.05 if c.method in SIMSIAM_METHODS else 0.03
   c.optim.lr_batch_base = 256
   c.optim.weight_decay = 1e-4
   c.optim.schedule = "cosine"
@@ -267,7 +285,9 @@ def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
   c.model.bn_groups = 2
   c.moco.queue_size = 32
   c.perturb.bank_size = 16
-  if c.method != "moco":
+  c.simsiam.proj_dim = 32
+  c.simsiam.pred_hidden_dim = 8
+  if c.method in PERTURB_METHODS:
     c.perturb.decoder_pretrain_steps = 2
   c.optim.num_epochs = 2.0
   c.train.log_every = 1
@@ -286,13 +306,31 @@ def _preset_fullwidth(c: ml_collections.ConfigDict) -> None:
   c.model.head_hidden_dim = 0
 
 
+def _preset_gradcam_only(c: ml_collections.ConfigDict) -> None:
+  """Ablation: v_p = v + v^g (Grad-CAM noise only)."""
+  c.perturb.lowvar_noise = False
+
+
+def _preset_lowvar_only(c: ml_collections.ConfigDict) -> None:
+  """Ablation: v_p = v + v^var (low-variance noise only)."""
+  c.perturb.gradcam_noise = False
+
+
+def _preset_no_pairs(c: ml_collections.ConfigDict) -> None:
+  """Ablation: L_C + alpha L_R only (decoder, no perturbed pairs); sweep perturb.alpha."""
+  c.perturb.pair_loss = False
+  c.perturb.nu = 0.0
+
+
 def _preset_folder(c: ml_collections.ConfigDict) -> None:
   """The paper's settings on an image folder: --config.data.root=DIR (root/{train,test}/<class>/)."""
   _preset_cub200(c)
   c.data.name = "folder"
 
 
-_PRESET_FNS = {"cub200": _preset_cub200, "folder": _preset_folder, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal}
+_PRESET_FNS = {"cub200": _preset_cub200, "folder": _preset_folder,
+               "gradcam_only": _preset_gradcam_only, "lowvar_only": _preset_lowvar_only,
+               "no_pairs": _preset_no_pairs, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal}
 
 
 # ----------------------------------------------------------------------------
@@ -372,7 +410,16 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   _require(mo.queue_size >= gb and mo.queue_size % gb == 0, "moco.queue_size",
            f"K={mo.queue_size} must be a positive multiple of the global batch {gb}")
 
-  if cfg.method == "perturb_moco":
+  _require(cfg.simsiam.proj_dim >= 1 and cfg.simsiam.pred_hidden_dim >= 1, "simsiam.proj_dim",
+           "projector and predictor dims must be >= 1")
+  if cfg.method in PERTURB_METHODS:
+    # Ablation switches that contradict each other are errors, not silent choices.
+    _require(p.pair_loss or p.nu == 0, "perturb.nu",
+             f"perturb.pair_loss=False (no perturbed pairs) needs nu=0, got nu={p.nu}; "
+             "use the no_pairs preset")
+    _require(not p.pair_loss or p.gradcam_noise or p.lowvar_noise, "perturb.pair_loss",
+             "both noises are off (gradcam_noise=lowvar_noise=False), so v_p = v and the pairs "
+             "are identical; turn one on or use the no_pairs preset")
     _require(p.bank_size >= gb and p.bank_size % gb == 0, "perturb.bank_size",
              f"D={p.bank_size} must be a positive multiple of the global batch {gb}")
     for field in ("alpha", "nu", "eps_g", "eps_var", "kappa"):

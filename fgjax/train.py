@@ -8,7 +8,6 @@ evaluation -> results. The step functions themselves live at module level in
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -29,7 +28,6 @@ from fgjax.data import pipeline
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import report
 from fgjax.methods import moco
-from fgjax.methods import perturb_moco
 from fgjax.methods import registry
 
 
@@ -146,6 +144,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   if num_train < cfg.data.global_batch_size:
     raise config_lib.ConfigError(f"config field 'data.global_batch_size': {cfg.data.global_batch_size} "
                                  f"exceeds the {num_train} training images")
+  if cfg.eval.outlier_level == "super" and data["test"].super_names is None:
+    raise config_lib.ConfigError("config field 'eval.outlier_level': 'super' but "
+                                 f"{data['test'].description} has no super-class labels "
+                                 "(use 'auto', 'fine', or data.super_map)")
   if max(cfg.eval.knn_ks) > num_train:  # found now, not at the first monitor step
     raise config_lib.ConfigError(f"config field 'eval.knn_ks': k={max(cfg.eval.knn_ks)} exceeds the "
                                  f"{num_train} training images")
@@ -156,8 +158,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
 
   # ---- model and optimizer
   setup = registry.setup(cfg, num_train)
-  nets, tx, decoder_tx = setup.nets, setup.tx, setup.decoder_tx
-  perturb = cfg.method == "perturb_moco"
+  nets = setup.nets
+  perturb = cfg.method in config_lib.PERTURB_METHODS
   pretrain_steps = cfg.perturb.decoder_pretrain_steps if perturb else 0
   joint_steps = config_lib.total_train_steps(cfg, num_train)
   total_steps = pretrain_steps + joint_steps
@@ -185,13 +187,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
       json.dump(baseline, f)
 
   # ---- steps (module-level pure functions, compiled once each)
-  if perturb:
-    joint_fn = functools.partial(perturb_moco.perturb_moco_step, nets=nets, hp=hp, tx=tx)
-    pretrain_fn = parallel.data_parallel(
-        functools.partial(perturb_moco.decoder_pretrain_step, nets=nets, hp=hp, decoder_tx=decoder_tx), mesh)
-  else:
-    joint_fn = functools.partial(moco.moco_step, nets=nets, hp=hp, tx=tx)
-    pretrain_fn = None
+  joint_fn, pretrain_fn = registry.step_functions(cfg, setup, hp)
+  pretrain_fn = parallel.data_parallel(pretrain_fn, mesh) if pretrain_fn else None
   joint_fn = parallel.data_parallel(joint_fn, mesh)
 
   # ---- loop

@@ -273,5 +273,15 @@ def test_outlier_level_missing_raises(data):
                             _fine_only(train_y), test_f, _fine_only(test_y))
 
 
+def test_outlier_level_auto_is_the_coarsest_level_present(data):
+  train_f, train_y, test_f, test_y = data
+  both = suite.evaluate_features(_e(probe_fractions=(), outlier_level="auto"), train_f, train_y,
+                                 test_f, test_y)
+  assert "outliers_super" in both and "outliers_fine" not in both
+  fine = suite.evaluate_features(_e(probe_fractions=(), outlier_level="auto"), train_f,
+                                 _fine_only(train_y), test_f, _fine_only(test_y))
+  assert "outliers_fine" in fine and "outliers_super" not in fine
+
+
 def test_evaluation_error_is_value_error():
   assert issubclass(suite.EvaluationError, ValueError)

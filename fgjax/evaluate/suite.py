@@ -59,6 +59,13 @@ def fraction_name(fraction: float) -> str:
   return f"{100 * float(fraction):g}"
 
 
+def resolve_outlier_level(level: str, labels: Mapping[str, Any]) -> str:
+  """``eval.outlier_level``: 'auto' -> 'super' where the data has it, else 'fine'."""
+  if level == "auto":
+    return "super" if "super" in labels else "fine"
+  return level
+
+
 def _check_split(name: str, features: np.ndarray, labels: Mapping[str, np.ndarray]) -> None:
   if features.ndim != 2 or features.shape[0] == 0:
     raise EvaluationError(f"the {name} split is empty (features of shape {features.shape})")
@@ -96,8 +103,9 @@ def evaluate_features(e: ml_collections.ConfigDict, train_features, train_labels
   _check_split("train", train_features, train_labels)
   _check_split("test", test_features, test_labels)
   levels = [level for level in ("fine", "super") if level in test_labels]
+  outlier_level = resolve_outlier_level(e.outlier_level, test_labels)
   # Impossible requests fail before any work, not after the probes.
-  if not monitor_only and e.outlier_level and e.outlier_level not in test_labels:
+  if not monitor_only and outlier_level and outlier_level not in test_labels:
     raise EvaluationError(f"eval.outlier_level={e.outlier_level!r} but the data has only the "
                           f"label levels {sorted(test_labels)}")
   if not monitor_only and super_logits is not None and "super" not in test_labels:
@@ -137,11 +145,11 @@ def evaluate_features(e: ml_collections.ConfigDict, train_features, train_labels
     out[f"map_{level}"] = r["map"]
     out[f"retrieval_skipped_{level}"] = r["num_skipped_queries"]
 
-  if e.outlier_level:
-    o = retrieval.nearest_centroid_outliers(test_features, test_labels[e.outlier_level],
+  if outlier_level:
+    o = retrieval.nearest_centroid_outliers(test_features, test_labels[outlier_level],
                                             chunk_size=e.chunk_size)
-    out[f"outliers_{e.outlier_level}"] = o["num_outliers"]
-    out[f"outlier_share_{e.outlier_level}"] = o["share"]
+    out[f"outliers_{outlier_level}"] = o["num_outliers"]
+    out[f"outlier_share_{outlier_level}"] = o["share"]
 
   if super_logits is not None:
     num_classes = np.shape(super_logits)[1]
