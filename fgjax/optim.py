@@ -20,33 +20,41 @@ def learning_rate(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   return main
 
 
-def sgd_with_coupled_weight_decay(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def sgd_with_coupled_weight_decay(cfg: ml_collections.ConfigDict, total_steps: int, *,
+                                  constant: bool = False) -> optax.GradientTransformation:
   """SGD + momentum with PyTorch-style (coupled) weight decay, as MoCo's official code.
 
   Weight decay is added to the gradient before momentum, on every parameter
   (BN scales and biases included), exactly as ``torch.optim.SGD(weight_decay=)``.
+  ``constant``: the peak learning rate throughout (SimSiam's predictor).
   """
   o = cfg.optim
-  return optax.chain(
-      optax.add_decayed_weights(o.weight_decay),
-      optax.sgd(learning_rate(cfg, total_steps), momentum=o.momentum),
-  )
+  lr = (o.base_lr * cfg.data.global_batch_size / o.lr_batch_base if constant
+        else learning_rate(cfg, total_steps))
+  return optax.chain(optax.add_decayed_weights(o.weight_decay), optax.sgd(lr, momentum=o.momentum))
 
 
 def joint_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """The optimizer of the joint phase over ``{'encoder', 'head'[, 'decoder']}``.
+  """The optimizer of the joint phase over ``{'encoder', 'head'[, 'predictor'][, 'decoder']}``.
 
-  Encoder and projection head: SGD as in MoCo v2 (:func:`sgd_with_coupled_weight_decay`).
-  Decoder (Perturb-SSL only): Adam at ``perturb.decoder_lr``, the optimizer it was
-  pre-trained with -- the paper does not say how the decoder is optimised, and at
-  MoCo's SGD learning rate a freshly pre-trained decoder barely follows the encoder.
+  Encoder and projection head: SGD as in MoCo v2 / SimSiam
+  (:func:`sgd_with_coupled_weight_decay`, cosine). SimSiam's predictor: the same
+  SGD at a fixed learning rate when ``simsiam.fixed_predictor_lr`` (the official
+  recipe). Decoder (Perturb-SSL only): Adam at ``perturb.decoder_lr``, the
+  optimizer it was pre-trained with -- the paper does not say how the decoder is
+  optimised, and at MoCo's SGD learning rate a freshly pre-trained decoder
+  barely follows the encoder.
   """
-  encoder_tx = sgd_with_coupled_weight_decay(cfg, total_steps)
-  if cfg.method != "perturb_moco":
-    return encoder_tx
-  return optax.multi_transform(
-      {"ssl": encoder_tx, "decoder": decoder_optimizer(cfg)},
-      lambda params: {name: ("decoder" if name == "decoder" else "ssl") for name in params})
+  groups = {"ssl": sgd_with_coupled_weight_decay(cfg, total_steps)}
+  label = {"decoder": "decoder"}
+  if cfg.method in ("perturb_moco", "perturb_simsiam"):
+    groups["decoder"] = decoder_optimizer(cfg)
+  if cfg.method in ("simsiam", "perturb_simsiam") and cfg.simsiam.fixed_predictor_lr:
+    groups["predictor"] = sgd_with_coupled_weight_decay(cfg, total_steps, constant=True)
+    label["predictor"] = "predictor"
+  if len(groups) == 1:
+    return groups["ssl"]
+  return optax.multi_transform(groups, lambda params: {name: label.get(name, "ssl") for name in params})
 
 
 def decoder_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -72,6 +72,52 @@ def gradcam_scores(head, head_params, features, keys, queue, temperature):
   return gradcam_lib.gradcam_feature_scores(per_example_loss, lax.stop_gradient(features))
 
 
+def perturb_and_reconstruct(state: common.TrainState, params: PyTree, v: jax.Array, eta: jax.Array,
+                            x: jax.Array, noise_keys: jax.Array, *, nets: common.Networks,
+                            hp: moco.MocoHParams):
+  """Steps 5-7, the same on either SSL base: bank, perturbed features, decoder, L_R.
+
+  Args:
+    v: ``[b, n]`` pooled features f(x) of the clean images (with gradient).
+    eta: ``[b, n]`` Grad-CAM scores of the base's SSL loss (no gradient).
+    x: ``[b, H, W, 3]`` normalised clean images (the L_R target).
+    noise_keys: ``[b]`` per-example keys (global positions).
+
+  Returns:
+    ``(x_hat, x_hat_p, loss_r, (bank, bank_ptr, bank_count), aux)``: the
+    reconstructions of v and v_p, Eq. 2's L_R, the bank after this batch, and
+    the perturbation statistics of ``perturb_lib.perturb_features``.
+  """
+  b = v.shape[0]
+  # Step 5: bank after pushing this batch, per-dimension variance s (filled rows only).
+  bank, bank_ptr, bank_count = push_to_bank(state, v)
+  s = perturb_lib.feature_bank_variance(bank, num_valid_rows=bank_count)
+  # Step 6: v_p = v + v^g + v^var (Eqs. 4-6), per-example keys (device-count independent).
+  v_p, aux = jax.vmap(
+      lambda key, vi, ei: perturb_lib.perturb_features(
+          key, vi[None], gradcam_scores=ei[None], bank_variance=s, eps_g=hp.eps_g,
+          eps_var=hp.eps_var, kappa=hp.kappa, use_gradcam_noise=hp.gradcam_noise,
+          use_lowvar_noise=hp.lowvar_noise))(noise_keys, v, eta)
+  v_p = v_p[:, 0]
+  # Step 7: one decoder pass on [v; v_p]; L_R (Eq. 2) on the clean reconstruction.
+  v_dec = v if hp.recon_grad_to_encoder else lax.stop_gradient(v)
+  v_p_dec = v_p if hp.recon_grad_to_encoder else lax.stop_gradient(v_p)
+  recon = nets.decoder.apply({"params": params["decoder"]}, jnp.concatenate([v_dec, v_p_dec]))
+  x_hat, x_hat_p = recon[:b], recon[b:]
+  loss_r = jnp.mean(jnp.square(x - x_hat))
+  return x_hat, x_hat_p, loss_r, (bank, bank_ptr, bank_count), aux
+
+
+def loss_terms(total, loss_c, loss_r, loss_cp, aux) -> dict[str, jax.Array]:
+  """The logged metrics of a joint Perturb-SSL step."""
+  return {
+      "loss": total, "loss_c": loss_c, "loss_r": loss_r, "loss_cp": loss_cp,
+      "lowvar_fraction": aux["lowvar_fraction"].mean(),
+      "gradcam_noise_abs": jnp.mean(jnp.abs(aux["gradcam_noise"])),
+      "lowvar_noise_abs": jnp.mean(jnp.abs(aux["lowvar_noise"])),
+  }
+
+
 def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                       nets: common.Networks, hp: moco.MocoHParams, tx: optax.GradientTransformation
                       ) -> tuple[common.TrainState, dict[str, jax.Array]]:
@@ -106,22 +152,9 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
     # Step 4: v = f(x), Grad-CAM scores through the head only.
     v, stats = common.encode(nets.encoder, params["encoder"], stats, x, groups=groups)
     eta = gradcam_scores(nets.head, params["head"], v, keys, state.queue, hp.temperature)
-    # Step 5: bank after pushing this batch, per-dimension variance s (filled rows only).
-    bank, bank_ptr, bank_count = push_to_bank(state, v)
-    s = perturb_lib.feature_bank_variance(bank, num_valid_rows=bank_count)
-    # Step 6: v_p = v + v^g + v^var, per-example keys (device-count independent).
-    v_p, aux = jax.vmap(
-        lambda key, vi, ei: perturb_lib.perturb_features(
-            key, vi[None], gradcam_scores=ei[None], bank_variance=s, eps_g=hp.eps_g,
-            eps_var=hp.eps_var, kappa=hp.kappa, use_gradcam_noise=hp.gradcam_noise,
-            use_lowvar_noise=hp.lowvar_noise))(noise_keys, v, eta)
-    v_p = v_p[:, 0]
-    # Step 7: one decoder pass on [v; v_p]; L_R (Eq. 2) on the clean reconstruction.
-    v_dec = v if hp.recon_grad_to_encoder else lax.stop_gradient(v)
-    v_p_dec = v_p if hp.recon_grad_to_encoder else lax.stop_gradient(v_p)
-    recon = nets.decoder.apply({"params": params["decoder"]}, jnp.concatenate([v_dec, v_p_dec]))
-    x_hat, x_hat_p = recon[:b], recon[b:]
-    loss_r = jnp.mean(jnp.square(x - x_hat))
+    # Steps 5-7: bank, v_p, one decoder pass, L_R.
+    x_hat, x_hat_p, loss_r, bank_state, aux = perturb_and_reconstruct(
+        state, params, v, eta, x, noise_keys, nets=nets, hp=hp)
     # Step 8: L_Cp (Eq. 7), NT-Xent between g(f(x_hat)) and g(f(x_hat_p)), the other
     # reconstructions of the whole (all-gathered) batch as negatives.
     if hp.pair_loss:
@@ -138,13 +171,8 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
     else:
       loss_cp = jnp.zeros((), jnp.float32)
     total = loss_c + hp.alpha * loss_r + hp.nu * loss_cp
-    terms = {
-        "loss": total, "loss_c": loss_c, "loss_r": loss_r, "loss_cp": loss_cp,
-        "lowvar_fraction": aux["lowvar_fraction"].mean(),
-        "gradcam_noise_abs": jnp.mean(jnp.abs(aux["gradcam_noise"])),
-        "lowvar_noise_abs": jnp.mean(jnp.abs(aux["lowvar_noise"])),
-    }
-    return total, (stats, (bank, bank_ptr, bank_count), terms)
+    terms = loss_terms(total, loss_c, loss_r, loss_cp, aux)
+    return total, (stats, bank_state, terms)
 
   (_, (new_stats, bank_state, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   params, opt_state = moco.apply_gradients(state, grads, tx)

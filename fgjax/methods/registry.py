@@ -20,9 +20,17 @@ import optax
 from fgjax import config_lib
 from fgjax import optim
 from fgjax.methods import moco
+from fgjax.methods import perturb_moco
+from fgjax.methods import perturb_simsiam
+from fgjax.methods import simsiam
 from fgjax.methods import ssl_common
 
-SSL_METHODS = ("moco", "perturb_moco")
+SSL_METHODS = config_lib.SSL_METHODS
+_CREATE_STATE = {"moco": moco.create_state, "perturb_moco": moco.create_state,
+                 "simsiam": simsiam.create_state, "perturb_simsiam": simsiam.create_state}
+# The joint step of each method: pure (state, batch, rng, *, nets, hp, tx) -> (state, metrics).
+JOINT_STEPS = {"moco": moco.moco_step, "perturb_moco": perturb_moco.perturb_moco_step,
+               "simsiam": simsiam.simsiam_step, "perturb_simsiam": perturb_simsiam.perturb_simsiam_step}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +81,19 @@ def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None) -> Setup
   joint_steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else
                                               config_lib.num_train_examples(cfg) or cfg.data.global_batch_size)
   tx = optim.joint_optimizer(cfg, joint_steps)
-  decoder_tx = optim.decoder_optimizer(cfg) if cfg.method == "perturb_moco" else None
-  init_state = functools.partial(moco.create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx)
+  decoder_tx = optim.decoder_optimizer(cfg) if cfg.method in config_lib.PERTURB_METHODS else None
+  init_state = functools.partial(_CREATE_STATE[cfg.method], cfg, nets, tx=tx, decoder_tx=decoder_tx)
   return Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state)
+
+
+def step_functions(cfg: ml_collections.ConfigDict, s: Setup, hp: moco.MocoHParams):
+  """``(joint_step, decoder_pretrain_step or None)``, per device, hyper-parameters bound."""
+  joint = functools.partial(JOINT_STEPS[cfg.method], nets=s.nets, hp=hp, tx=s.tx)
+  pretrain = None
+  if cfg.method in config_lib.PERTURB_METHODS:
+    pretrain = functools.partial(perturb_moco.decoder_pretrain_step, nets=s.nets, hp=hp,
+                                 decoder_tx=s.decoder_tx)
+  return joint, pretrain
 
 
 def rngs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:

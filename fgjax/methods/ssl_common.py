@@ -1,4 +1,4 @@
-"""Pieces shared by the MoCo-family steps: networks, train state, grouped BN, views.
+"""Pieces shared by the SSL steps (MoCo and SimSiam bases): networks, train state, grouped BN, views.
 
 Everything here is per device (called inside ``shard_map`` over ``'data'``).
 """
@@ -27,11 +27,16 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class Networks:
-  """The Flax modules of an SSL method (static: hashable, closed over by the step)."""
+  """The Flax modules of an SSL method (static: hashable, closed over by the step).
+
+  ``head`` is MoCo's projection head or SimSiam's projector; ``predictor`` is
+  SimSiam's (None for MoCo); ``decoder`` is Perturb-SSL's (else None).
+  """
 
   encoder: nn.Module
   head: nn.Module
   decoder: nn.Module | None = None
+  predictor: nn.Module | None = None
 
 
 def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
@@ -40,13 +45,23 @@ def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
   dtype = jnp.dtype(m.dtype)
   encoder = resnet_lib.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
   n = resnet_lib.feature_dim(m.encoder, m.width)
-  head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim, dtype=dtype)
+  predictor = None
+  if cfg.method in ("simsiam", "perturb_simsiam"):
+    # BatchNorm of projector and predictor synchronised over the data axis (SimSiam
+    # uses SyncBN): statistics of the global batch, whatever the device count.
+    ss = cfg.simsiam
+    head = heads_lib.SimSiamProjector(hidden_dim=ss.proj_dim, out_dim=ss.proj_dim, dtype=dtype,
+                                      bn_axis_name=DATA_AXIS)
+    predictor = heads_lib.SimSiamPredictor(hidden_dim=ss.pred_hidden_dim, out_dim=ss.proj_dim,
+                                           dtype=dtype, bn_axis_name=DATA_AXIS)
+  else:
+    head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim, dtype=dtype)
   decoder = None
-  if cfg.method == "perturb_moco":
+  if cfg.method in ("perturb_moco", "perturb_simsiam"):
     decoder = decoder_lib.Decoder(
         image_size=cfg.data.image_size, base_channels=m.decoder_channels,
         num_upsamples=m.decoder_upsamples, dtype=dtype)
-  return Networks(encoder=encoder, head=head, decoder=decoder)
+  return Networks(encoder=encoder, head=head, decoder=decoder, predictor=predictor)
 
 
 @flax.struct.dataclass
