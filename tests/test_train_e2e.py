@@ -11,6 +11,7 @@ from fgjax import checkpointing
 from fgjax import config_lib
 from fgjax import train
 from fgjax.methods import moco
+from fgjax.methods import registry
 
 
 def _config(method="perturb_moco", **overrides):
@@ -102,7 +103,7 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path,
     bad = jax.numpy.where(state.step >= 4, jax.numpy.nan, metrics["loss_c"])  # 5th step is NaN
     return new_state, dict(metrics, loss_c=bad)
 
-  monkeypatch.setattr(moco, "moco_step", poisoned)
+  monkeypatch.setitem(registry.JOINT_STEPS, "moco", poisoned)
   cfg = _config("moco", train__checkpoint_every=2, train__log_every=3)
   with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss_c at step 5 .*last good checkpoint is step 4"):
     train.train_and_evaluate(cfg, str(tmp_path), devices=_one_device())
