@@ -73,6 +73,16 @@ def _as_label_array(labels, name: str) -> np.ndarray:
   return array.astype(np.int32)
 
 
+def _checked_labels(labels, names: list[str], num_paths: int, level: str) -> np.ndarray:
+  """int32 [N] labels, one per path, each in [0, len(names)); DataError otherwise."""
+  array = _as_label_array(labels, f"{level}_labels")
+  if len(array) != num_paths:
+    raise DataError(f"FileRecords: {num_paths} paths but {len(array)} {level} labels")
+  if len(array) and (array.min() < 0 or array.max() >= len(names)):
+    raise DataError(f"FileRecords: {level} labels outside [0, {len(names)})")
+  return array
+
+
 class FileRecords:
   """A grain random-access source of image files with known labels.
 
@@ -94,22 +104,14 @@ class FileRecords:
                description: str, num_skipped: int = 0, skipped_paths: Sequence[str] = ()):
     self.paths = [os.fspath(p) for p in paths]
     self.fine_names = list(fine_names)
-    self.fine_labels = _as_label_array(fine_labels, "fine_labels")
-    if len(self.fine_labels) != len(self.paths):
-      raise DataError(f"FileRecords: {len(self.paths)} paths but {len(self.fine_labels)} fine labels")
-    if len(self.fine_labels) and (self.fine_labels.min() < 0 or self.fine_labels.max() >= len(self.fine_names)):
-      raise DataError(f"FileRecords: fine labels outside [0, {len(self.fine_names)})")
+    self.fine_labels = _checked_labels(fine_labels, self.fine_names, len(self.paths), "fine")
     if (super_labels is None) != (super_names is None):
       raise DataError("FileRecords: give both super_labels and super_names, or neither")
     if super_labels is None:
       self.super_labels, self.super_names = None, None
     else:
       self.super_names = list(super_names)
-      self.super_labels = _as_label_array(super_labels, "super_labels")
-      if len(self.super_labels) != len(self.paths):
-        raise DataError(f"FileRecords: {len(self.paths)} paths but {len(self.super_labels)} super labels")
-      if len(self.super_labels) and (self.super_labels.min() < 0 or self.super_labels.max() >= len(self.super_names)):
-        raise DataError(f"FileRecords: super labels outside [0, {len(self.super_names)})")
+      self.super_labels = _checked_labels(super_labels, self.super_names, len(self.paths), "super")
     self.description = _one_line(description)
     self.num_skipped = int(num_skipped)
     self.skipped_paths = list(skipped_paths)
