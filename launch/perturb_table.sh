@@ -6,8 +6,8 @@
 #   bash launch/perturb_table.sh [NUM_SEEDS=3] [RUNS_DIR=runs/table] [extra --config.* flags...]
 #
 # Sizing: the `compare` settings below (4 epochs of the default data and model, 20 decoder
-# pre-training steps, no online monitor) keep 3 seeds x 7 runs near an hour on the 2-core
-# CPU machine; the measured time is in the README ("Reproduction"). A finished run is
+# pre-training steps, no online monitor): 3 seeds x 7 runs took about 65 min on the quiet 2-core
+# CPU machine (measured; README "Reproduction"). A finished run is
 # skipped when its results.json exists, so the script can be re-run after an interruption.
 set -euo pipefail
 seeds=${1:-3}; runs=${2:-runs/table}; shift $(( $# > 2 ? 2 : $# )) || true
