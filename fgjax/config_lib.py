@@ -52,29 +52,7 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.seed = 0
   c.workdir = ""  # --workdir overrides; required at run time.
 
-  # ---- data: the embedded fine-grained *patches* set (fgjax.data.synthetic).
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "patches"
-  c.data.image_size = 32
-  c.data.num_super = 8
-  c.data.fine_per_super = 4
-  c.data.train_per_class = 64
-  c.data.test_per_class = 16
-  c.data.data_seed = 0  # the data set is fixed across training seeds.
-  c.data.global_batch_size = 128
-  c.data.read_threads = 2
-  c.data.prefetch_batches = 2
-  c.data.num_workers = 0  # grain worker processes that decode (0: threads in this process)
-  # Real data (see fgjax/data/pipeline.py): a tfds name read from data_dir, or
-  # 'folder' (root/<split>/<class>/*.jpg) or 'cub_layout' (CUB_200_2011 at root).
-  c.data.data_dir = ""  # tfds data_dir ('' = tfds's default, ~/tensorflow_datasets)
-  c.data.root = ""
-  c.data.train_split = "train"
-  c.data.test_split = "test"
-  c.data.super_map = ""  # file: fine class <tab|comma> super class, one per line
-  c.data.skip_corrupt = False  # True: unreadable images are skipped, counted and reported
-  c.data.base_size = 0  # side of the host's training image (0: image_size); aug+ crops from it
-  c.data.eval_crop_fraction = 0.875  # eval: shorter side to image_size / this, centre crop
+  c.data = data_config()
 
   # ---- model
   c.model = ml_collections.ConfigDict()
@@ -141,12 +119,7 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.optim.warmup_steps = 0
   c.optim.num_epochs = 8.0
 
-  # ---- loop, checkpoints, logging
-  c.train = ml_collections.ConfigDict()
-  c.train.log_every = 10
-  c.train.checkpoint_every = 100
-  c.train.keep_checkpoints = 2
-  c.train.max_steps = 0  # > 0: stop after this many steps (the schedule is unchanged).
+  c.train = train_config()
 
   # ---- evaluation at the end of training (frozen encoder), and the monitor
   c.eval = eval_config()
@@ -158,9 +131,47 @@ def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   if method in SIMSIAM_METHODS:
     c.optim.base_lr = 0.05  # SimSiam: lr 0.05 per 256 images, SGD momentum 0.9, wd 1e-4
 
-  for name in _split_presets(preset):
+  for name in split_presets(preset):
     _PRESET_FNS[name](c)
   return c
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """The ``data`` block shared by every image method: the embedded *patches* set
+  (``fgjax.data.synthetic``) by default, or a real data set by name."""
+  d = ml_collections.ConfigDict()
+  d.name = "patches"
+  d.image_size = 32
+  d.num_super = 8
+  d.fine_per_super = 4
+  d.train_per_class = 64
+  d.test_per_class = 16
+  d.data_seed = 0  # the data set is fixed across training seeds.
+  d.global_batch_size = 128
+  d.read_threads = 2
+  d.prefetch_batches = 2
+  d.num_workers = 0  # grain worker processes that decode (0: threads in this process)
+  # Real data (see fgjax/data/pipeline.py): a tfds name read from data_dir, or
+  # 'folder' (root/<split>/<class>/*.jpg) or 'cub_layout' (CUB_200_2011 at root).
+  d.data_dir = ""  # tfds data_dir ('' = tfds's default, ~/tensorflow_datasets)
+  d.root = ""
+  d.train_split = "train"
+  d.test_split = "test"
+  d.super_map = ""  # file: fine class <tab|comma> super class, one per line
+  d.skip_corrupt = False  # True: unreadable images are skipped, counted and reported
+  d.base_size = 0  # side of the host's training image (0: image_size); aug+ crops from it
+  d.eval_crop_fraction = 0.875  # eval: shorter side to image_size / this, centre crop
+  return d
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """The ``train`` block shared by every image method: loop, checkpoints, logging."""
+  t = ml_collections.ConfigDict()
+  t.log_every = 10
+  t.checkpoint_every = 100
+  t.keep_checkpoints = 2
+  t.max_steps = 0  # > 0: stop after this many steps (the schedule is unchanged).
+  return t
 
 
 def eval_config() -> ml_collections.ConfigDict:
@@ -201,29 +212,31 @@ def eval_config() -> ml_collections.ConfigDict:
 def validate_eval(e: ml_collections.ConfigDict, prefix: str = "eval") -> None:
   """Checks an ``eval`` block (see :func:`eval_config`); ConfigError names the field."""
   check_known_fields(e, eval_config(), prefix=prefix + ".")
-  _require(len(e.knn_ks) >= 1 and all(int(k) >= 1 for k in e.knn_ks), f"{prefix}.knn_ks",
+  require(len(e.knn_ks) >= 1 and all(int(k) >= 1 for k in e.knn_ks), f"{prefix}.knn_ks",
            f"needs at least one k and every k >= 1, got {tuple(e.knn_ks)}")
-  _require(e.knn_temperature > 0, f"{prefix}.knn_temperature", f"must be > 0, got {e.knn_temperature}")
-  _require(e.knn_every >= 0, f"{prefix}.knn_every", f"must be >= 0 (0 = off), got {e.knn_every}")
+  require(e.knn_temperature > 0, f"{prefix}.knn_temperature", f"must be > 0, got {e.knn_temperature}")
+  require(e.knn_every >= 0, f"{prefix}.knn_every", f"must be >= 0 (0 = off), got {e.knn_every}")
   for field in ("recall_ks", "rank_ks"):
-    _require(all(int(k) >= 1 for k in e[field]), f"{prefix}.{field}",
+    require(all(int(k) >= 1 for k in e[field]), f"{prefix}.{field}",
              f"every k must be >= 1, got {tuple(e[field])}")
-  _require(len(e.rank_ks) >= 1, f"{prefix}.rank_ks", "needs at least one k")
-  _require(all(0.0 < float(f) <= 1.0 for f in e.probe_fractions), f"{prefix}.probe_fractions",
+  require(len(e.rank_ks) >= 1, f"{prefix}.rank_ks", "needs at least one k")
+  require(all(0.0 < float(f) <= 1.0 for f in e.probe_fractions), f"{prefix}.probe_fractions",
            f"every label fraction must be in (0, 1], got {tuple(e.probe_fractions)}")
   for field in ("probe_epochs", "probe_batch_size", "chunk_size", "batch_size"):
-    _require(e[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {e[field]}")
-  _require(e.probe_learning_rate > 0, f"{prefix}.probe_learning_rate", "must be > 0")
-  _require(e.probe_weight_decay >= 0, f"{prefix}.probe_weight_decay", "must be >= 0")
-  _require(e.outlier_level in ("", "auto", "fine", "super"), f"{prefix}.outlier_level",
+    require(e[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {e[field]}")
+  require(e.probe_learning_rate > 0, f"{prefix}.probe_learning_rate", "must be > 0")
+  require(e.probe_weight_decay >= 0, f"{prefix}.probe_weight_decay", "must be >= 0")
+  require(e.outlier_level in ("", "auto", "fine", "super"), f"{prefix}.outlier_level",
            f"expected '', 'auto', 'fine' or 'super', got {e.outlier_level!r}")
 
 
-def _split_presets(preset: str | None) -> list[str]:
+def split_presets(preset: str | None, known: Any = None) -> list[str]:
+  """``'a,b'`` -> ``['a', 'b']``, each checked against ``known`` (default: the SSL presets)."""
+  known = _PRESET_FNS if known is None else known
   names = [p.strip() for p in (preset or "").split(",") if p.strip()]
   for name in names:
-    if name not in _PRESET_FNS:
-      raise ConfigError(f"unknown preset {name!r}: expected one of {sorted(_PRESET_FNS)}")
+    if name not in known:
+      raise ConfigError(f"unknown preset {name!r}: expected one of {sorted(known)}")
   return names
 
 
@@ -359,86 +372,115 @@ def check_known_fields(cfg: ml_collections.ConfigDict, schema: ml_collections.Co
       raise ConfigError(f"unknown config field {path!r}{hint}")
 
 
-def _require(condition: bool, field: str, message: str) -> None:
+def require(condition: bool, field: str, message: str) -> None:
+  """Raises ConfigError naming ``field`` unless ``condition``."""
   if not condition:
     raise ConfigError(f"config field {field!r}: {message}")
 
 
 def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
-  """Checks an SSL config for unknown fields and impossible values.
+  """Checks a training config for unknown fields and impossible values.
+
+  SSL methods are checked here; the supervised ones (Base-Indi, ...) by
+  ``fgjax.supervised_config``, which shares the data and loop checks.
 
   Raises:
     ConfigError: one line naming the offending field.
   """
-  _require(cfg.get("method") in SSL_METHODS, "method", f"expected one of {SSL_METHODS}, got {cfg.get('method')!r}")
+  from fgjax import supervised_config  # (it builds on this module)
+  method = cfg.get("method")
+  if method in supervised_config.METHODS:
+    supervised_config.validate(cfg, num_devices=num_devices, num_processes=num_processes)
+    return
+  known = SSL_METHODS + supervised_config.METHODS
+  require(method in SSL_METHODS, "method", f"expected one of {known}, got {method!r}")
   check_known_fields(cfg, ssl_config(cfg.method))
+  validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
 
   d, m, mo, p, o, t, e = cfg.data, cfg.model, cfg.moco, cfg.perturb, cfg.optim, cfg.train, cfg.eval
   gb = d.global_batch_size
-  _require(isinstance(gb, int) and gb > 0, "data.global_batch_size", f"must be a positive integer, got {gb!r}")
-  _require(gb % num_devices == 0, "data.global_batch_size",
-           f"{gb} is not divisible by the device count {num_devices}")
-  _require(gb % num_processes == 0, "data.global_batch_size",
-           f"{gb} is not divisible by the process count {num_processes}")
-  _require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
-  for field in ("num_super", "fine_per_super", "train_per_class", "test_per_class"):
-    _require(d[field] >= 1, f"data.{field}", f"must be >= 1, got {d[field]}")
-  known = num_train_examples(cfg)
-  _require(known is None or known >= gb, "data.global_batch_size",
-           "the training split is smaller than one global batch")
-  _require(d.base_size == 0 or d.base_size >= d.image_size, "data.base_size",
-           f"must be 0 or >= image_size {d.image_size}, got {d.base_size}")
-  _require(0.0 < d.eval_crop_fraction <= 1.0, "data.eval_crop_fraction",
-           f"must be in (0, 1], got {d.eval_crop_fraction}")
-  _require(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
-  _require(d.name not in ("folder", "cub_layout") or bool(d.root), "data.root",
-           f"data.name={d.name!r} needs the data directory, e.g. --config.data.root=/data/cub")
 
-  _require(m.encoder in ENCODERS, "model.encoder", f"expected one of {ENCODERS}, got {m.encoder!r}")
-  _require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
-  _require(m.dtype in DTYPES, "model.dtype", f"expected one of {DTYPES}, got {m.dtype!r}")
-  _require(m.proj_dim >= 1, "model.proj_dim", f"must be >= 1, got {m.proj_dim}")
-  _require(m.bn_groups >= 1 and m.bn_groups % num_devices == 0, "model.bn_groups",
+  require(m.encoder in ENCODERS, "model.encoder", f"expected one of {ENCODERS}, got {m.encoder!r}")
+  require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
+  require(m.dtype in DTYPES, "model.dtype", f"expected one of {DTYPES}, got {m.dtype!r}")
+  require(m.proj_dim >= 1, "model.proj_dim", f"must be >= 1, got {m.proj_dim}")
+  require(m.bn_groups >= 1 and m.bn_groups % num_devices == 0, "model.bn_groups",
            f"{m.bn_groups} must be a positive multiple of the device count {num_devices}")
-  _require(gb % m.bn_groups == 0 and gb // m.bn_groups >= 2, "model.bn_groups",
+  require(gb % m.bn_groups == 0 and gb // m.bn_groups >= 2, "model.bn_groups",
            f"the global batch {gb} must split into {m.bn_groups} groups of >= 2 images")
-  _require(d.image_size % (2 ** m.decoder_upsamples) == 0, "model.decoder_upsamples",
+  require(d.image_size % (2 ** m.decoder_upsamples) == 0, "model.decoder_upsamples",
            f"image_size {d.image_size} is not divisible by 2**{m.decoder_upsamples}")
 
-  _require(mo.temperature > 0, "moco.temperature", f"must be > 0, got {mo.temperature}")
-  _require(0.0 <= mo.momentum <= 1.0, "moco.momentum", f"must be in [0, 1], got {mo.momentum}")
-  _require(mo.queue_size >= gb and mo.queue_size % gb == 0, "moco.queue_size",
+  require(mo.temperature > 0, "moco.temperature", f"must be > 0, got {mo.temperature}")
+  require(0.0 <= mo.momentum <= 1.0, "moco.momentum", f"must be in [0, 1], got {mo.momentum}")
+  require(mo.queue_size >= gb and mo.queue_size % gb == 0, "moco.queue_size",
            f"K={mo.queue_size} must be a positive multiple of the global batch {gb}")
 
-  _require(cfg.simsiam.proj_dim >= 1 and cfg.simsiam.pred_hidden_dim >= 1, "simsiam.proj_dim",
+  require(cfg.simsiam.proj_dim >= 1 and cfg.simsiam.pred_hidden_dim >= 1, "simsiam.proj_dim",
            "projector and predictor dims must be >= 1")
   if cfg.method in PERTURB_METHODS:
     # Ablation switches that contradict each other are errors, not silent choices.
-    _require(p.pair_loss or p.nu == 0, "perturb.nu",
+    require(p.pair_loss or p.nu == 0, "perturb.nu",
              f"perturb.pair_loss=False (no perturbed pairs) needs nu=0, got nu={p.nu}; "
              "use the no_pairs preset")
-    _require(not p.pair_loss or p.gradcam_noise or p.lowvar_noise, "perturb.pair_loss",
+    require(not p.pair_loss or p.gradcam_noise or p.lowvar_noise, "perturb.pair_loss",
              "both noises are off (gradcam_noise=lowvar_noise=False), so v_p = v and the pairs "
              "are identical; turn one on or use the no_pairs preset")
-    _require(p.bank_size >= gb and p.bank_size % gb == 0, "perturb.bank_size",
+    require(p.bank_size >= gb and p.bank_size % gb == 0, "perturb.bank_size",
              f"D={p.bank_size} must be a positive multiple of the global batch {gb}")
     for field in ("alpha", "nu", "eps_g", "eps_var", "kappa"):
-      _require(p[field] >= 0 and math.isfinite(p[field]), f"perturb.{field}", f"must be >= 0, got {p[field]}")
-    _require(p.pair_temperature > 0, "perturb.pair_temperature", f"must be > 0, got {p.pair_temperature}")
-    _require(p.decoder_pretrain_steps >= 0, "perturb.decoder_pretrain_steps", "must be >= 0")
-    _require(p.decoder_lr > 0, "perturb.decoder_lr", "must be > 0")
+      require(p[field] >= 0 and math.isfinite(p[field]), f"perturb.{field}", f"must be >= 0, got {p[field]}")
+    require(p.pair_temperature > 0, "perturb.pair_temperature", f"must be > 0, got {p.pair_temperature}")
+    require(p.decoder_pretrain_steps >= 0, "perturb.decoder_pretrain_steps", "must be >= 0")
+    require(p.decoder_lr > 0, "perturb.decoder_lr", "must be > 0")
 
-  _require(o.base_lr > 0, "optim.base_lr", f"must be > 0, got {o.base_lr}")
-  _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-  _require(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
-  _require(o.schedule in ("cosine", "constant"), "optim.schedule", f"expected 'cosine' or 'constant', got {o.schedule!r}")
-  _require(o.num_epochs > 0, "optim.num_epochs", f"must be > 0, got {o.num_epochs}")
-  _require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
-  _require(t.log_every >= 1, "train.log_every", "must be >= 1")
-  _require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
-  _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
-  _require(t.max_steps >= 0, "train.max_steps", "must be >= 0")
+  require(o.schedule in ("cosine", "constant"), "optim.schedule", f"expected 'cosine' or 'constant', got {o.schedule!r}")
+  validate_optim_and_loop(cfg)
   validate_eval(e)
+
+
+def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
+  """The ``data`` block's checks, shared by every image method."""
+  d = cfg.data
+  gb = d.global_batch_size
+  require(isinstance(gb, int) and gb > 0, "data.global_batch_size", f"must be a positive integer, got {gb!r}")
+  require(gb % num_devices == 0, "data.global_batch_size",
+           f"{gb} is not divisible by the device count {num_devices}")
+  require(gb % num_processes == 0, "data.global_batch_size",
+           f"{gb} is not divisible by the process count {num_processes}")
+  require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
+  if d.name == "patches":  # the generator's own limits (fgjax.data.synthetic), named as fields
+    from fgjax.data import synthetic
+    limits = {"num_super": (2, None), "fine_per_super": (2, len(synthetic.FINE_TEMPLATES)),
+              "train_per_class": (1, None), "test_per_class": (1, None), "image_size": (16, None)}
+    for field, (low, high) in limits.items():
+      value = d[field]
+      require(low <= value and (high is None or value <= high), f"data.{field}",
+              f"the patches data needs {low} <= {field}" + (f" <= {high}" if high else "") + f", got {value}")
+  known = num_train_examples(cfg)
+  require(known is None or known >= gb, "data.global_batch_size",
+           "the training split is smaller than one global batch")
+  require(d.base_size == 0 or d.base_size >= d.image_size, "data.base_size",
+           f"must be 0 or >= image_size {d.image_size}, got {d.base_size}")
+  require(0.0 < d.eval_crop_fraction <= 1.0, "data.eval_crop_fraction",
+           f"must be in (0, 1], got {d.eval_crop_fraction}")
+  require(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+  require(d.name not in ("folder", "cub_layout") or bool(d.root), "data.root",
+           f"data.name={d.name!r} needs the data directory, e.g. --config.data.root=/data/cub")
+
+
+def validate_optim_and_loop(cfg: ml_collections.ConfigDict) -> None:
+  """Checks of the SGD fields every method has and of the ``train`` block."""
+  o, t = cfg.optim, cfg.train
+  require(o.base_lr > 0, "optim.base_lr", f"must be > 0, got {o.base_lr}")
+  require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+  require(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+  require(o.num_epochs > 0, "optim.num_epochs", f"must be > 0, got {o.num_epochs}")
+  require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+  require(t.log_every >= 1, "train.log_every", "must be >= 1")
+  require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+  require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+  require(t.max_steps >= 0, "train.max_steps", "must be >= 0")
 
 
 # Training-split sizes of the real data sets the presets name (for the schedule

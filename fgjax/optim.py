@@ -7,11 +7,20 @@ import optax
 
 
 def learning_rate(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear scaling rule ``base_lr * B / lr_batch_base``, optional warm-up, cosine or constant."""
+  """Linear scaling rule ``base_lr * B / lr_batch_base``, optional warm-up, then cosine,
+  constant or step decay (``optim.decay_factor`` at the fractions ``optim.decay_at`` of
+  training, e.g. x0.2 at epochs 60/120/160 of 200)."""
   o = cfg.optim
   peak = o.base_lr * cfg.data.global_batch_size / o.lr_batch_base
   if o.schedule == "constant":
     main = optax.constant_schedule(peak)
+  elif o.schedule == "step":
+    main_steps = max(1, total_steps - o.warmup_steps)
+    boundaries: dict[int, float] = {}
+    for f in o.decay_at:  # (two fractions on one step of a short run decay twice there)
+      at = int(round(float(f) * main_steps))
+      boundaries[at] = boundaries.get(at, 1.0) * float(o.decay_factor)
+    main = optax.piecewise_constant_schedule(peak, boundaries)
   else:
     main = optax.cosine_decay_schedule(peak, decay_steps=max(1, total_steps - o.warmup_steps))
   if o.warmup_steps:

@@ -1,4 +1,4 @@
-"""The training loop of the SSL methods (MoCo v2, Perturb-MoCo).
+"""The training loop of every image method (SSL: MoCo v2, SimSiam, Perturb-SSL; seed B).
 
 Sections in a fixed order: config check -> workdir -> mesh -> data -> model
 init -> optimizer -> resume -> loop (with NaN guard, metrics, checkpoints) ->
@@ -27,7 +27,6 @@ from fgjax import parallel
 from fgjax.data import pipeline
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import report
-from fgjax.methods import moco
 from fgjax.methods import registry
 
 
@@ -157,14 +156,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
       transform=pipeline.train_transform(cfg, data["train"]))
 
   # ---- model and optimizer
-  setup = registry.setup(cfg, num_train)
+  setup = registry.setup(cfg, num_train, train_source=data["train"])
   nets = setup.nets
-  perturb = cfg.method in config_lib.PERTURB_METHODS
-  pretrain_steps = cfg.perturb.decoder_pretrain_steps if perturb else 0
+  pretrain_steps = registry.pretrain_steps(cfg)
   joint_steps = config_lib.total_train_steps(cfg, num_train)
   total_steps = pretrain_steps + joint_steps
   last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
-  hp = moco.hparams_from_config(cfg, num_devices)
+  hp = registry.hparams(cfg, setup, num_devices)
   init_rng, step_rng = registry.rngs(cfg)
   # Initialisation compiled as one program: op-by-op random init is slow on CPU.
   state = jax.jit(setup.init_state)(init_rng)

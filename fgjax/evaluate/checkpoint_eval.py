@@ -125,7 +125,9 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     if step not in steps:
       raise EvaluationError(f"no checkpoint of step {step} in {ckpt_dir}; saved steps: {steps}")
 
-    setup = registry.setup(train_cfg, num_train=1)  # the schedule's length does not shape the state
+    data = pipeline.load_splits(train_cfg)  # (the supervised heads are sized by the train split)
+    # The schedule's length does not shape the state.
+    setup = registry.setup(train_cfg, num_train=1, train_source=data["train"])
     init_rng, _ = registry.rngs(train_cfg)
     abstract = jax.eval_shape(setup.init_state, init_rng)
     problem = checkpointing.shape_mismatch(abstract, ckpt.state_shapes(step))
@@ -143,7 +145,6 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   state = jax.device_get(state)
 
   logging.info("evaluating %s step %d (%s)", workdir, step, train_cfg.method)
-  data = pipeline.load_splits(train_cfg)
   sections = {"trained": evaluate_state(train_cfg, setup.nets, state, data)}
   if cfg.eval.random_init_baseline:
     initial = jax.device_get(jax.jit(setup.init_state)(init_rng))

@@ -19,6 +19,8 @@ import optax
 
 from fgjax import config_lib
 from fgjax import optim
+from fgjax import supervised_config
+from fgjax.methods import base_indi
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_simsiam
@@ -30,7 +32,9 @@ _CREATE_STATE = {"moco": moco.create_state, "perturb_moco": moco.create_state,
                  "simsiam": simsiam.create_state, "perturb_simsiam": simsiam.create_state}
 # The joint step of each method: pure (state, batch, rng, *, nets, hp, tx) -> (state, metrics).
 JOINT_STEPS = {"moco": moco.moco_step, "perturb_moco": perturb_moco.perturb_moco_step,
-               "simsiam": simsiam.simsiam_step, "perturb_simsiam": perturb_simsiam.perturb_simsiam_step}
+               "simsiam": simsiam.simsiam_step, "perturb_simsiam": perturb_simsiam.perturb_simsiam_step,
+               **{m: base_indi.base_indi_step for m in supervised_config.BASE_INDI_METHODS}}
+METHODS = SSL_METHODS + supervised_config.METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +72,27 @@ class FrozenModel:
   super_logits: Callable[[jax.Array], jax.Array] | None = None
 
 
-def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None) -> Setup:
+def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *,
+          train_source: Any = None) -> Setup:
   """Networks, optimizers and ``init_state`` for ``cfg.method``.
 
   ``num_train`` (the opened training split's size) sets the schedule's length
   for data whose size the config cannot know (image folders); the state's
-  structure does not depend on it.
+  structure does not depend on it. ``train_source`` (the opened training split)
+  sizes the heads of the supervised methods (classes, instances) and is
+  required for them.
   """
-  if cfg.method not in SSL_METHODS:
-    raise config_lib.ConfigError(f"method: {cfg.method!r} is not one of {SSL_METHODS}")
+  if cfg.method not in METHODS:
+    raise config_lib.ConfigError(f"method: {cfg.method!r} is not one of {METHODS}")
+  if cfg.method in supervised_config.METHODS:
+    if train_source is None:
+      raise ValueError(f"registry.setup: method {cfg.method!r} needs the opened training split")
+    supervised_config.check_labels(cfg, train_source)
+    nets = base_indi.build_networks(cfg, train_source)
+    steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else len(train_source))
+    tx = optim.sgd_with_coupled_weight_decay(cfg, steps)
+    return Setup(nets=nets, tx=tx, decoder_tx=None,
+                 init_state=functools.partial(base_indi.create_state, cfg, nets, tx=tx))
   nets = ssl_common.build_networks(cfg)
   joint_steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else
                                               config_lib.num_train_examples(cfg) or cfg.data.global_batch_size)
@@ -86,7 +102,19 @@ def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None) -> Setup
   return Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state)
 
 
-def step_functions(cfg: ml_collections.ConfigDict, s: Setup, hp: moco.MocoHParams):
+def hparams(cfg: ml_collections.ConfigDict, s: Setup, num_devices: int) -> Any:
+  """The static hyper-parameters of ``cfg.method``'s step on ``num_devices`` devices."""
+  if cfg.method in supervised_config.METHODS:
+    return base_indi.hparams_from_config(cfg, s.nets, num_devices)
+  return moco.hparams_from_config(cfg, num_devices)
+
+
+def pretrain_steps(cfg: ml_collections.ConfigDict) -> int:
+  """Decoder pre-training steps before the joint phase (Perturb-SSL only)."""
+  return cfg.perturb.decoder_pretrain_steps if cfg.method in config_lib.PERTURB_METHODS else 0
+
+
+def step_functions(cfg: ml_collections.ConfigDict, s: Setup, hp: Any):
   """``(joint_step, decoder_pretrain_step or None)``, per device, hyper-parameters bound."""
   joint = functools.partial(JOINT_STEPS[cfg.method], nets=s.nets, hp=hp, tx=s.tx)
   pretrain = None
@@ -104,6 +132,8 @@ def rngs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
 
 def frozen_model(cfg: ml_collections.ConfigDict, nets: Any, state: Any) -> FrozenModel:
   """The evaluated parts of ``state`` (host or device arrays) for ``cfg.method``."""
-  del cfg  # every method so far keeps its encoder the same way
+  super_logits = None
+  if cfg.method in supervised_config.METHODS:
+    super_logits = base_indi.super_logits_fn(nets, state)
   return FrozenModel(encoder=nets.encoder, params=state.params["encoder"],
-                     batch_stats=state.batch_stats)
+                     batch_stats=state.batch_stats, super_logits=super_logits)
