@@ -449,14 +449,15 @@ def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_proce
   require(gb % num_processes == 0, "data.global_batch_size",
            f"{gb} is not divisible by the process count {num_processes}")
   require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
-  if d.name == "patches":  # the generator's own limits (fgjax.data.synthetic), named as fields
+  if d.name in ("patches", "hierarchy"):  # the generators' own limits, named as fields
     from fgjax.data import synthetic
-    limits = {"num_super": (2, None), "fine_per_super": (2, len(synthetic.FINE_TEMPLATES)),
+    limits = {"num_super": (2, 8 if d.name == "hierarchy" else None),
+              "fine_per_super": (2, len(synthetic.FINE_TEMPLATES)),
               "train_per_class": (1, None), "test_per_class": (1, None), "image_size": (16, None)}
     for field, (low, high) in limits.items():
       value = d[field]
       require(low <= value and (high is None or value <= high), f"data.{field}",
-              f"the patches data needs {low} <= {field}" + (f" <= {high}" if high else "") + f", got {value}")
+              f"the {d.name} data needs {low} <= {field}" + (f" <= {high}" if high else "") + f", got {value}")
   known = num_train_examples(cfg)
   require(known is None or known >= gb, "data.global_batch_size",
            "the training split is smaller than one global batch")
@@ -492,7 +493,7 @@ KNOWN_TRAIN_SIZES = {"caltech_birds2011": 5994, "cars196": 8144, "oxford_iiit_pe
 def num_train_examples(cfg: ml_collections.ConfigDict) -> int | None:
   """Size of the training split when known without opening it (None: folders, other tfds sets)."""
   d = cfg.data
-  if d.name == "patches":
+  if d.name in ("patches", "hierarchy"):
     return d.num_super * d.fine_per_super * d.train_per_class
   if d.train_split == "train":
     return KNOWN_TRAIN_SIZES.get(d.name)

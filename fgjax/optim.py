@@ -69,3 +69,11 @@ def joint_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.G
 def decoder_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam for the decoder (pre-training and, in :func:`joint_optimizer`, joint training)."""
   return optax.adam(cfg.perturb.decoder_lr)
+
+
+def supervised_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """``optim.optimizer``: 'sgd' (:func:`sgd_with_coupled_weight_decay`) or 'adamw'
+  (decoupled weight decay on every parameter, the ViT recipe), with :func:`learning_rate`."""
+  if cfg.optim.get("optimizer", "sgd") == "adamw":
+    return optax.adamw(learning_rate(cfg, total_steps), weight_decay=cfg.optim.weight_decay)
+  return sgd_with_coupled_weight_decay(cfg, total_steps)

@@ -40,7 +40,9 @@ import ml_collections
 from fgjax import config_lib
 
 BASE_INDI_METHODS = ("base", "fine", "indi", "base_indi", "base_indi_eff")
-METHODS = BASE_INDI_METHODS
+HCL_METHODS = ("ce", "supcon", "hcl")  # seed H
+METHODS = BASE_INDI_METHODS + HCL_METHODS
+OPTIMIZERS = ("sgd", "adamw")
 # Which heads each objective trains (the evaluation uses the super head when present).
 SUPER_HEAD_METHODS = ("base", "base_indi", "base_indi_eff")
 INSTANCE_METHODS = ("indi", "base_indi", "base_indi_eff")
@@ -198,8 +200,132 @@ _PRESET_FNS = {"cifar100": _preset_cifar100, "stanford_online_products": _preset
                "eff": _objective("base_indi_eff"), "base_indi": _objective("base_indi")}
 
 
+def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a seed-H objective (``ce``, ``supcon``, ``hcl``) with presets applied.
+
+  Presets: ``ce``, ``supcon``, ``hcl`` (the objective); ``vit`` (a small ViT,
+  AdamW); ``df20_mini`` (an image folder with a species -> genus map, ViT-S/16 at
+  224 px: ``--config.data.root=DIR --config.data.super_map=FILE``); ``runlocal``.
+  The default: quarter-width ResNet-18 on the embedded two-level *hierarchy*
+  data (``fgjax.data.hierarchy``: genus = super-class, species = fine class).
+  """
+  if method not in HCL_METHODS:
+    raise ConfigError(f"method={method!r}: expected one of {HCL_METHODS}")
+  c = ml_collections.ConfigDict()
+  c.method = method
+  c.seed = 0
+  c.workdir = ""
+
+  c.data = config_lib.data_config()
+  c.data.name = "hierarchy"
+  c.data.num_super = 6  # genera (DF20-Mini has 6)
+  c.data.fine_per_super = 6  # species per genus
+  c.data.train_per_class = 64
+  c.data.test_per_class = 16
+
+  c.model = ml_collections.ConfigDict()
+  c.model.encoder = "resnet18"  # or a ViT: vit_tiny, vit_ti16, vit_s16, vit_b16
+  c.model.width = 16  # ResNet only
+  c.model.cifar_stem = True  # ResNet only
+  c.model.dtype = "float32"
+  c.model.bn_groups = 0  # 0 = one BatchNorm group per device (ResNet only)
+  c.model.head_hidden_dim = 0  # SupCon head n-n-128 (0: n, the encoder's width)
+  c.model.proj_dim = 128
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.scale = (0.2, 1.0)  # RandomResizedCrop area (SupCon's)
+
+  # SupCon as in its official code; HCL's soft-positive weight.
+  c.supcon = ml_collections.ConfigDict()
+  c.supcon.temperature = 0.07
+  c.supcon.base_temperature = 0.07
+  c.supcon.contrast_mode = "all"
+  c.supcon.soft_weight = 0.5  # HCL: weight of same-genus / other-species pairs, in (0, 1)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.optimizer = "sgd"  # 'sgd' (momentum, coupled weight decay) or 'adamw'
+  c.optim.base_lr = 0.1  # per lr_batch_base images
+  c.optim.lr_batch_base = 256
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.decay_at = (0.3, 0.6, 0.8)
+  c.optim.decay_factor = 0.1
+  c.optim.warmup_steps = 0
+  c.optim.num_epochs = 20.0
+
+  c.train = config_lib.train_config()
+  c.train.log_every = 20
+  c.train.checkpoint_every = 200
+
+  c.eval = config_lib.eval_config()
+  c.eval.knn_every = 0
+  c.eval.outlier_level = "super"  # the seed's measure: nearest-centroid outliers at genus level
+  c.eval.probe_fractions = (1.0,)
+  c.eval.random_init_baseline = False
+
+  for name in config_lib.split_presets(preset, _HCL_PRESET_FNS):
+    _HCL_PRESET_FNS[name](c)
+  return c
+
+
+def _preset_vit(c: ml_collections.ConfigDict) -> None:
+  """A small ViT (patch 4 at 32 px) with AdamW, warm-up and cosine (DeiT-style)."""
+  c.model.encoder = "vit_tiny"
+  c.optim.optimizer = "adamw"
+  c.optim.base_lr = 1e-3
+  c.optim.lr_batch_base = 256
+  c.optim.weight_decay = 0.05
+  c.optim.warmup_steps = 40
+
+
+def _preset_df20_mini(c: ml_collections.ConfigDict) -> None:
+  """DF20-Mini-like image folders: root/{train,test}/<species>/*.jpg + a species -> genus map."""
+  c.data.name = "folder"
+  c.data.image_size = 224
+  c.data.base_size = 256
+  c.data.num_workers = 2
+  c.data.global_batch_size = 64
+  c.model.encoder = "vit_s16"
+  c.optim.optimizer = "adamw"
+  c.optim.base_lr = 1e-4
+  c.optim.weight_decay = 0.05
+  c.optim.warmup_steps = 500
+  c.optim.num_epochs = 50.0
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+
+
+def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
+  """Seconds of compute (tests, smoke runs)."""
+  c.data.name = "hierarchy"
+  c.data.image_size = 16
+  c.data.num_super = 2
+  c.data.fine_per_super = 2
+  c.data.train_per_class = 8
+  c.data.test_per_class = 4
+  c.data.global_batch_size = 8
+  c.data.base_size = 0
+  c.model.width = 4
+  c.model.proj_dim = 8
+  c.optim.num_epochs = 2.0
+  c.optim.warmup_steps = 0
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.eval.knn_ks = (3,)
+  c.eval.batch_size = 16
+  c.eval.chunk_size = 8
+  c.eval.probe_epochs = 5
+
+
+_HCL_PRESET_FNS = {"vit": _preset_vit, "df20_mini": _preset_df20_mini, "runlocal": _preset_hcl_runlocal,
+                   "ce": _objective("ce"), "supcon": _objective("supcon"), "hcl": _objective("hcl")}
+
+
 def config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
   """The config of any supervised method (``METHODS``)."""
+  if method in HCL_METHODS:
+    return hcl_config(method, preset)
   return base_indi_config(method, preset)
 
 
@@ -210,8 +336,11 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   config_lib.validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
   d, m, a, o = cfg.data, cfg.model, cfg.augment, cfg.optim
   gb = d.global_batch_size
-  require(m.encoder in config_lib.ENCODERS, "model.encoder",
-          f"expected one of {config_lib.ENCODERS}, got {m.encoder!r}")
+  encoders = config_lib.ENCODERS
+  if cfg.method in HCL_METHODS:
+    from fgjax.models import vit
+    encoders = encoders + vit.vit_names()
+  require(m.encoder in encoders, "model.encoder", f"expected one of {encoders}, got {m.encoder!r}")
   require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
   require(m.dtype in config_lib.DTYPES, "model.dtype", f"expected one of {config_lib.DTYPES}, got {m.dtype!r}")
   require(m.bn_groups == 0 or m.bn_groups % num_devices == 0, "model.bn_groups",
@@ -219,13 +348,28 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   groups = m.bn_groups or num_devices
   require(gb % groups == 0 and gb // groups >= 2, "model.bn_groups",
           f"the global batch {gb} must split into {groups} BatchNorm groups of >= 2 images")
-  require(a.crop in CROPS, "augment.crop", f"expected one of {CROPS}, got {a.crop!r}")
-  require(isinstance(a.pad, int) and a.pad >= 0, "augment.pad", f"must be an int >= 0, got {a.pad!r}")
   lo, hi = a.scale
   require(0 < lo <= hi <= 1, "augment.scale", f"must satisfy 0 < low <= high <= 1, got {tuple(a.scale)}")
-  bi = cfg.base_indi
-  require(bi.instance_weight > 0, "base_indi.instance_weight", f"must be > 0, got {bi.instance_weight}")
-  require(bi.group_capacity >= 0, "base_indi.group_capacity", f"must be >= 0 (0 = auto), got {bi.group_capacity}")
+  if cfg.method in BASE_INDI_METHODS:
+    require(a.crop in CROPS, "augment.crop", f"expected one of {CROPS}, got {a.crop!r}")
+    require(isinstance(a.pad, int) and a.pad >= 0, "augment.pad", f"must be an int >= 0, got {a.pad!r}")
+    require(a.crop != "pad" or d.base_size in (0, d.image_size), "augment.crop",
+            f"'pad' crops image_size from the padded training image; data.base_size={d.base_size} "
+            "would change its size (use crop='resized')")
+    bi = cfg.base_indi
+    require(bi.instance_weight > 0, "base_indi.instance_weight", f"must be > 0, got {bi.instance_weight}")
+    require(bi.group_capacity >= 0, "base_indi.group_capacity",
+            f"must be >= 0 (0 = auto), got {bi.group_capacity}")
+  else:
+    from fgjax import contrastive_losses
+    s = cfg.supcon
+    require(s.temperature > 0, "supcon.temperature", f"must be > 0, got {s.temperature}")
+    require(s.base_temperature > 0, "supcon.base_temperature", f"must be > 0, got {s.base_temperature}")
+    require(s.contrast_mode in contrastive_losses.CONTRAST_MODES, "supcon.contrast_mode",
+            f"expected one of {contrastive_losses.CONTRAST_MODES}, got {s.contrast_mode!r}")
+    require(0 < s.soft_weight < 1, "supcon.soft_weight", f"must be in (0, 1), got {s.soft_weight}")
+    require(m.proj_dim >= 1 and m.head_hidden_dim >= 0, "model.proj_dim", "head sizes must be >= 1")
+    require(o.optimizer in OPTIMIZERS, "optim.optimizer", f"expected one of {OPTIMIZERS}, got {o.optimizer!r}")
   require(o.schedule in SCHEDULES, "optim.schedule", f"expected one of {SCHEDULES}, got {o.schedule!r}")
   require(all(0 < float(f) < 1 for f in o.decay_at) and list(o.decay_at) == sorted(o.decay_at),
           "optim.decay_at", f"must be increasing fractions of training in (0, 1), got {tuple(o.decay_at)}")
@@ -236,6 +380,9 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
 
 def check_labels(cfg: ml_collections.ConfigDict, train_source: Any) -> None:
   """The label levels the objective needs exist in the opened training data."""
+  if cfg.method == "hcl" and train_source.super_names is None:
+    raise ConfigError(f"config field 'method': 'hcl' needs genus (super-class) labels, but "
+                      f"{train_source.description} has none (give data.super_map: species -> genus)")
   if cfg.method in SUPER_HEAD_METHODS and train_source.super_names is None:
     raise ConfigError(f"config field 'method': {cfg.method!r} trains on super-class labels, but "
                       f"{train_source.description} has none (give data.super_map, or use "

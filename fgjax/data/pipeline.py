@@ -83,17 +83,31 @@ class _SuperFromMap:
     return record
 
 
-def _patches(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+EMBEDDED_NAMES = ("patches", "hierarchy")
+
+
+def _embedded(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The generated data sets: *patches* (``fgjax.data.synthetic``) or the two-level
+  genus -> species *hierarchy* (``fgjax.data.hierarchy``)."""
   d = cfg.data
-  data = synthetic.make_patches(
-      num_super=d.num_super, fine_per_super=d.fine_per_super, train_per_class=d.train_per_class,
-      test_per_class=d.test_per_class, image_size=d.image_size, seed=d.data_seed)
-  fine_names = [f"super{i // d.fine_per_super}_fine{i % d.fine_per_super}"
-                for i in range(d.num_super * d.fine_per_super)]
-  super_names = [f"super{i}" for i in range(d.num_super)]
-  return {split: ArraySource(data[split], fine_names=fine_names, super_names=super_names,
-                             description=f"patches:{split} ({len(data[split]['image'])} images, "
-                             f"{len(fine_names)} fine / {len(super_names)} super classes)")
+  sizes = dict(num_super=d.num_super, fine_per_super=d.fine_per_super, train_per_class=d.train_per_class,
+               test_per_class=d.test_per_class, image_size=d.image_size, seed=d.data_seed)
+  if d.name == "hierarchy":
+    from fgjax.data import hierarchy
+    data = hierarchy.make_hierarchy(**sizes)
+    fine_names, super_names = data["fine_names"], data["super_names"]
+    levels = ("species", "genera")
+  else:
+    data = synthetic.make_patches(**sizes)
+    fine_names = [f"super{i // d.fine_per_super}_fine{i % d.fine_per_super}"
+                  for i in range(d.num_super * d.fine_per_super)]
+    super_names = [f"super{i}" for i in range(d.num_super)]
+    levels = ("fine", "super classes")
+  return {split: ArraySource({k: data[split][k] for k in ("image", "fine_label", "super_label", "index")
+                              if k in data[split]},
+                             fine_names=fine_names, super_names=super_names,
+                             description=f"{d.name}:{split} ({len(data[split]['image'])} images, "
+                             f"{len(fine_names)} {levels[0]} / {len(super_names)} {levels[1]})")
           for split in ("train", "test")}
 
 
@@ -123,8 +137,8 @@ def load_splits(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
       class).
   """
   d = cfg.data
-  if d.name == "patches":
-    return _patches(cfg)
+  if d.name in EMBEDDED_NAMES:
+    return _embedded(cfg)
   if d.name in FOLDER_NAMES and not d.root:
     raise config_lib.ConfigError(f"config field 'data.root': data.name={d.name!r} needs the data "
                                  "directory, e.g. --config.data.root=/data/fgvc_aircraft")

@@ -204,7 +204,7 @@ def base_indi_step(state: State, batch: dict[str, jax.Array], rng: jax.Array, *,
 
 def super_logits_fn(nets: Networks, state: State):
   """``normalised images [N, H, W, 3] -> [N, K_super]`` of the trained super head, or None."""
-  if nets.super_head is None:
+  if getattr(nets, "super_head", None) is None:  # (seed-H networks have no super head)
     return None
   variables = {"params": state.params["encoder"], "batch_stats": state.batch_stats}
   head = {"params": state.params["super_head"]}

@@ -26,6 +26,7 @@ from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_simsiam
 from fgjax.methods import simsiam
 from fgjax.methods import ssl_common
+from fgjax.methods import supcon
 
 SSL_METHODS = config_lib.SSL_METHODS
 _CREATE_STATE = {"moco": moco.create_state, "perturb_moco": moco.create_state,
@@ -33,7 +34,8 @@ _CREATE_STATE = {"moco": moco.create_state, "perturb_moco": moco.create_state,
 # The joint step of each method: pure (state, batch, rng, *, nets, hp, tx) -> (state, metrics).
 JOINT_STEPS = {"moco": moco.moco_step, "perturb_moco": perturb_moco.perturb_moco_step,
                "simsiam": simsiam.simsiam_step, "perturb_simsiam": perturb_simsiam.perturb_simsiam_step,
-               **{m: base_indi.base_indi_step for m in supervised_config.BASE_INDI_METHODS}}
+               **{m: base_indi.base_indi_step for m in supervised_config.BASE_INDI_METHODS},
+               **{m: supcon.supcon_step for m in supervised_config.HCL_METHODS}}
 METHODS = SSL_METHODS + supervised_config.METHODS
 
 
@@ -88,11 +90,12 @@ def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *,
     if train_source is None:
       raise ValueError(f"registry.setup: method {cfg.method!r} needs the opened training split")
     supervised_config.check_labels(cfg, train_source)
-    nets = base_indi.build_networks(cfg, train_source)
+    module = supcon if cfg.method in supervised_config.HCL_METHODS else base_indi
+    nets = module.build_networks(cfg, train_source)
     steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else len(train_source))
-    tx = optim.sgd_with_coupled_weight_decay(cfg, steps)
+    tx = optim.supervised_optimizer(cfg, steps)
     return Setup(nets=nets, tx=tx, decoder_tx=None,
-                 init_state=functools.partial(base_indi.create_state, cfg, nets, tx=tx))
+                 init_state=functools.partial(module.create_state, cfg, nets, tx=tx))
   nets = ssl_common.build_networks(cfg)
   joint_steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else
                                               config_lib.num_train_examples(cfg) or cfg.data.global_batch_size)
@@ -104,6 +107,8 @@ def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *,
 
 def hparams(cfg: ml_collections.ConfigDict, s: Setup, num_devices: int) -> Any:
   """The static hyper-parameters of ``cfg.method``'s step on ``num_devices`` devices."""
+  if cfg.method in supervised_config.HCL_METHODS:
+    return supcon.hparams_from_config(cfg, s.nets, num_devices)
   if cfg.method in supervised_config.METHODS:
     return base_indi.hparams_from_config(cfg, s.nets, num_devices)
   return moco.hparams_from_config(cfg, num_devices)

@@ -1,0 +1,15 @@
+r"""SupCon on species labels (seed H), vs the CE baseline and HCL on the same backbone and data.
+
+  python -m fgjax.main --config=configs/supcon.py --workdir=runs/supcon
+  python -m fgjax.main --config=configs/supcon.py:vit --workdir=runs/supcon_vit      # a small ViT
+  python -m fgjax.main --config=configs/supcon.py:df20_mini --config.data.root=DIR \
+      --config.data.super_map=species_to_genus.txt --workdir=runs/supcon_df20
+
+Presets are listed in ``fgjax/supervised_config.py`` (``hcl_config``).
+"""
+
+from fgjax import supervised_config
+
+
+def get_config(arg=None):
+  return supervised_config.hcl_config("supcon", arg)
