@@ -52,6 +52,9 @@ def main(argv):
     if cfg.get("mode") == "evaluate":
       cfg.workdir = workdir
       checkpoint_eval.evaluate_workdir(cfg)
+    elif cfg.get("method") == "class_attentive":
+      from fgjax.methods import class_attentive
+      class_attentive.train_and_evaluate(cfg, workdir)
     else:
       train.train_and_evaluate(cfg, workdir)
   except (config_lib.ConfigError, train.WorkdirError, checkpoint_eval.EvaluationError,
