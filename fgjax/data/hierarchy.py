@@ -1,0 +1,324 @@
+"""The embedded *hierarchy* data set: genus -> species, with look-alikes across genera.
+
+The data of method H (SupCon / HCL), generated from a seed in seconds. In the spirit
+of DF20-Mini (182 fungi species in 6 genera): the species of one genus share a
+family look, yet some species of *different* genera look alike (the seed paper's
+Fig. 1: Russula and Amanita species with the same cap colour). So the genus level
+is real structure, not a separate label stamped on the image: a representation
+that groups species by genus has to learn a *subtle* family trait and must not be
+fooled by the look-alikes. (The *patches* data of `fgjax.data.synthetic` names its
+super-class with a big, distinct object, so genus-level nearest-centroid outliers
+are ~0 there for any method.)
+
+Scene (S = 32 px by default; the drawing follows `fgjax.data.synthetic`): a
+nuisance background (a linear colour gradient between two random colours along a
+random direction) with an *object* (a square of side ``round(S/2)``, top-left
+jittered uniformly in ``[S//16, S - side - S//16]``) that carries a *marking* (a
+``round(S/4)`` px square inside it, 1 px margin, jittered, with a light base and a
+dark ink whose shape is one of `synthetic.FINE_TEMPLATES`), plus i.i.d. Gaussian
+pixel noise (std 0.04) over the whole image. For genus ``g`` of ``G`` and species
+``j`` of ``K`` within it (``species = g * K + j``):
+
+* **Genus family trait 1 - texture (consistent, subtle).** The object is two-tone
+  with texture ``GENUS_TEXTURE_NAMES[g]`` (solid, horizontal stripes, vertical
+  stripes, checker, dots, rim, cross-hatch, rings; period ``round(S/8)`` px). The
+  second tone is the object colour at ``texture_value`` (default 0.75) of its
+  value: low contrast, where the *patches* data uses 0.55. Every species of a genus
+  has the texture; no species of another genus has it. All textures survive a
+  horizontal flip (up to phase) and grayscale.
+* **Genus family trait 2 - hue family (soft, overlapping).** The object hue is
+  ``g / G + d_j`` with species offsets ``d_j`` spread evenly over
+  ``[-hue_spread / G, +hue_spread / G]`` (default ``hue_spread = 0.55``). Since
+  ``hue_spread > 0.5`` the hue ranges of neighbouring genera overlap: the last
+  species of genus ``g`` is *closer in hue to genus g + 1's centre* than to its own
+  (distance ``0.45 / G`` vs ``0.55 / G``).
+* **Species trait - marking shape and hue offset.** Species ``(g, j)`` uses ink
+  template ``(j + g * (K - 1)) mod K``: within a genus the K species use K distinct
+  templates (a cyclic shift of ``0..K-1``), and the template sequence is shifted
+  so that the last species of genus ``g`` and the first species of genus ``g + 1``
+  (cyclically, genus ``G - 1`` and genus 0) have the *same* marking.
+* **Look-alike pairs.** Those two species, ``(g, K-1)`` and ``(g+1, 0)``, then share
+  the marking and nearly the hue (their hues differ by ``(1 - 2 * hue_spread) / G``,
+  0.017 of the wheel at G = 6, less than the within-genus hue step
+  ``2 * hue_spread / (G (K - 1))``, 0.037 at K = 6): they differ only in the
+  genus texture. Each genus has two species in such a pair (one with the genus
+  before, one with the genus after), ``2 / K`` of the species at K >= 3.
+* **Per-image nuisance.** Hue +-0.01, saturation 0.7 +- 0.08, value 0.85 +- 0.08
+  (uniform); marking base grey in [0.75, 0.95], ink grey in [0.05, 0.25] with a small
+  random tint; background colours, direction, positions and noise as above.
+
+Labels are nested: ``fine_label`` (species) ``= super_label * K + j`` with
+``super_label`` the genus; ``fine_to_super[s] == s // K``.
+
+Measured sanity numbers (default sizes G = 6, K = 6, 80 / 20 images per species
+at S = 32: 2,880 train and 720 test images; seed 0; generated in under a second).
+Raw-pixel nearest-class-mean accuracy on the test split, class means from the
+training split: genus 52.4% (chance 16.7%), species 13.3% (chance 2.8%). As
+genus-level nearest-centroid outliers: 47.6% of the test images, 61.7% of those of
+the two look-alike species of each genus and 40.6% of the others. So in pixel space
+the hue family carries the genus, the look-alikes sit in the wrong genus more
+often, and the genus texture (whose phase moves with the object) is invisible to
+class means; a learned representation has to find it.
+
+Learned representations do separate the methods at genus level. One calibration run
+each (seed 0; quarter-width CIFAR-stem ResNet-18, batch 128, 300 steps = 13 epochs,
+aug+ without blur on every view, SGD momentum 0.9 + cosine, weight decay 5e-4;
+SupCon/HCL with two views, an MLP head 128-128, T = T_b = 0.1), genus-level
+nearest-centroid outliers of the pooled test features (`nearest_centroid_outliers`,
+720 test images) and species 20-NN accuracy (train features as the gallery):
+
+  =================  ===================  =======================  ===========
+  loss               genus outliers       look-alikes / others     species kNN
+  =================  ===================  =======================  ===========
+  cross-entropy      157 (21.8%)          43.8% / 10.8%            82.4%
+  SupCon (species)   220 (30.6%)          35.4% / 28.1%            92.4%
+  HCL, lambda = 0.5   28 (3.9%)           10.4% / 0.6%             34.6%
+  HCL, lambda = 0.2   33 (4.6%)           11.7% / 1.0%             40.7%
+  =================  ===================  =======================  ===========
+
+(SupCon's projection output: 146 outliers, 20.3%; learning rate 0.1 for CE, 0.05
+for SupCon/HCL.) So the genus level is neither trivial nor hopeless; for CE and
+HCL the outliers concentrate on the look-alikes; and at this budget HCL buys its
+genus clusters with species discrimination. One seed and a short budget: orders
+of magnitude, not a result.
+
+``make_hierarchy(..., hierarchy_names=True)`` also returns ``genus_label`` /
+``species_label`` aliases and ``num_genus_classes`` / ``num_species_classes``, as
+`synthetic.make_patches` does.
+
+The class prototypes are fixed (they do not depend on the seed); the seed drives all
+per-image randomness. Train and test come from independent streams of the same seed
+(``numpy.random.SeedSequence(seed).spawn``), balanced exactly over species and
+shuffled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fgjax.data.synthetic import _CHUNK_PIXELS
+from fgjax.data.synthetic import _NOISE_STD
+from fgjax.data.synthetic import _check_int
+from fgjax.data.synthetic import _hsv_to_rgb
+from fgjax.data.synthetic import fine_templates
+
+__all__ = ["GENUS_TEXTURE_NAMES", "make_hierarchy", "species_prototypes"]
+
+GENUS_TEXTURE_NAMES = ("solid", "hstripes", "vstripes", "checker", "dots", "rim",
+                       "crosshatch", "rings")
+MAX_SPECIES_PER_GENUS = 8  # one ink template per species within a genus
+
+
+def species_prototypes(num_super: int, fine_per_super: int,
+                       hue_spread: float = 0.55) -> dict[str, np.ndarray]:
+  """The fixed per-species look (no randomness): what encodes what.
+
+  Returns:
+    ``{'genus': int32 [F], 'texture': int32 [F] (index into GENUS_TEXTURE_NAMES),
+    'hue': float64 [F] in [0, 1), 'template': int32 [F] (index into
+    synthetic.FINE_TEMPLATES)}`` for the ``F = num_super * fine_per_super``
+    species, species ``s`` being genus ``s // fine_per_super``.
+  """
+  g = np.repeat(np.arange(num_super), fine_per_super)
+  j = np.tile(np.arange(fine_per_super), num_super)
+  k = fine_per_super
+  offsets = hue_spread / num_super * (2.0 * j / (k - 1) - 1.0)
+  return {
+      "genus": g.astype(np.int32),
+      "texture": g.astype(np.int32),
+      "hue": (g / num_super + offsets) % 1.0,
+      "template": ((j + g * (k - 1)) % k).astype(np.int32),
+  }
+
+
+def _texture_mask(texture: np.ndarray, ry: np.ndarray, rx: np.ndarray, side: int,
+                  period: int) -> np.ndarray:
+  """Where the object shows its second tone: bool, the shape of ``ry``.
+
+  ``ry, rx``: pixel coordinates relative to the object's top-left corner;
+  ``texture``: the texture index, broadcastable to them. Every texture is
+  symmetric under ``rx -> side - 1 - rx`` up to a phase shift.
+  """
+  half = period // 2
+  stripe_h = np.mod(ry, period) >= half
+  stripe_v = np.mod(rx, period) >= half
+  # Chebyshev distance from the object centre, in half pixels (integer, symmetric).
+  cheb = np.maximum(np.abs(2 * ry - (side - 1)), np.abs(2 * rx - (side - 1)))
+  border = side - 1 - cheb  # 2 * (distance to the nearest edge), in half pixels
+  masks = [
+      np.zeros_like(stripe_h),  # solid
+      stripe_h,  # horizontal stripes
+      stripe_v,  # vertical stripes
+      stripe_h ^ stripe_v,  # checker
+      ~stripe_h & ~stripe_v,  # dots: a grid of half-period squares
+      border < 2 * max(2, side // 6),  # rim: a darker margin
+      (np.mod(ry + rx, period) == 0) | (np.mod(ry - rx, period) == 0),  # cross-hatch
+      np.mod(cheb // 2, period) >= half,  # rings: concentric squares
+  ]
+  out = np.zeros(np.broadcast_shapes(texture.shape, ry.shape), bool)
+  for t, mask in enumerate(masks):
+    out |= (texture == t) & mask
+  return out
+
+
+def _draw_split(rng: np.random.Generator, *, num_super: int, fine_per_super: int,
+                per_class: int, image_size: int, hue_spread: float,
+                texture_value: float) -> dict[str, np.ndarray]:
+  """Draws one split: ``per_class`` images of every species, shuffled."""
+  num_fine = num_super * fine_per_super
+  n = num_fine * per_class
+  s = image_size
+  protos = species_prototypes(num_super, fine_per_super, hue_spread)
+  fine = rng.permutation(np.repeat(np.arange(num_fine, dtype=np.int32), per_class))
+  super_ = (fine // fine_per_super).astype(np.int32)
+
+  big = int(round(0.5 * s))
+  small = int(round(s / 4))
+  margin = max(1, s // 16)
+  period = max(2, int(round(s / 8)))
+
+  # Per-image nuisance and jitter, all drawn up front in a fixed order.
+  bg_colours = rng.uniform(0.1, 0.9, size=(n, 2, 3))
+  bg_angle = rng.uniform(0.0, 2 * np.pi, size=n)
+  big_top = rng.integers(margin, s - big - margin + 1, size=(n, 2))
+  small_off = rng.integers(1, big - small - 1 + 1, size=(n, 2))
+  hue = (protos["hue"][fine] + rng.uniform(-0.01, 0.01, size=n)) % 1.0
+  sat = 0.7 + rng.uniform(-0.08, 0.08, size=n)
+  val = 0.85 + rng.uniform(-0.08, 0.08, size=n)
+  base = rng.uniform(0.75, 0.95, size=(n, 1)) + rng.uniform(-0.04, 0.04, size=(n, 3))
+  ink = rng.uniform(0.05, 0.25, size=(n, 1)) + rng.uniform(-0.04, 0.04, size=(n, 3))
+  noise_seed = rng.integers(0, 2**63 - 1)
+
+  f32 = np.float32
+  bg_colours, base, ink = bg_colours.astype(f32), base.astype(f32), ink.astype(f32)
+  tone_a = _hsv_to_rgb(hue, sat, val).astype(f32)  # [n, 3]
+  tone_b = _hsv_to_rgb(hue, sat, texture_value * val).astype(f32)
+  texture = protos["texture"][fine]
+  template = protos["template"][fine]
+  templates = fine_templates(small)  # [8, small, small]
+
+  yy, xx = np.mgrid[0:s, 0:s].astype(np.int32)
+  coords = (np.stack([yy, xx], -1).astype(f32) + 0.5) / s - 0.5  # [s, s, 2], centred
+  big_top, small_off = big_top.astype(np.int32), small_off.astype(np.int32)
+  # Per-image palette; region codes 0..3 index it: tone A, tone B, marking base, ink.
+  palette = np.stack([tone_a, tone_b, base, ink], axis=1)  # [n, 4, 3]
+  images = np.empty((n, s, s, 3), np.uint8)
+  noise_rng = np.random.default_rng(noise_seed)
+  chunk = max(1, _CHUNK_PIXELS // (s * s))
+  for lo in range(0, n, chunk):
+    sl = slice(lo, min(n, lo + chunk))
+    m = sl.stop - sl.start
+    direction = np.stack([np.sin(bg_angle[sl]), np.cos(bg_angle[sl])], -1).astype(f32)
+    t = np.einsum("hwk,mk->mhw", coords, direction)
+    t = (t / np.abs(direction).sum(-1)[:, None, None] + f32(0.5))[..., None]
+    colour_0, colour_1 = bg_colours[sl, 0, None, None], bg_colours[sl, 1, None, None]
+    img = colour_0 + (colour_1 - colour_0) * t  # [m, s, s, 3]
+
+    ry = yy[None] - big_top[sl, 0, None, None]  # [m, s, s]
+    rx = xx[None] - big_top[sl, 1, None, None]
+    in_big = (ry >= 0) & (ry < big) & (rx >= 0) & (rx < big)
+    code = _texture_mask(texture[sl, None, None], ry, rx, big, period).astype(np.int32)
+
+    sy = ry - small_off[sl, 0, None, None]
+    sx = rx - small_off[sl, 1, None, None]
+    in_small = (sy >= 0) & (sy < small) & (sx >= 0) & (sx < small)
+    inked = templates[template[sl, None, None], np.clip(sy, 0, small - 1),
+                      np.clip(sx, 0, small - 1)]
+    code = np.where(in_small, 2 + inked, code)
+
+    code += 4 * np.arange(m, dtype=np.int32)[:, None, None]  # Row in the flat palette.
+    img = np.where(in_big[..., None], palette[sl].reshape(4 * m, 3)[code], img)
+    img += f32(_NOISE_STD) * noise_rng.standard_normal(size=(m, s, s, 3), dtype=f32)
+    img *= f32(255.0)
+    img += f32(0.5)  # + 0.5, clip, truncate: rounds to the nearest uint8.
+    np.clip(img, 0, 255, out=img)
+    images[sl] = img.astype(np.uint8)
+
+  return {
+      "image": images,
+      "fine_label": fine,
+      "super_label": super_,
+      "index": np.arange(n, dtype=np.int32),
+  }
+
+
+def _check_fraction(name: str, value, low: float, high: float) -> float:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+    raise ValueError(f"{name} must be a number, got {value!r}")
+  if not low < float(value) < high:
+    raise ValueError(f"{name} must be in ({low}, {high}), got {value}")
+  return float(value)
+
+
+def make_hierarchy(*, num_super: int = 6, fine_per_super: int = 6, train_per_class: int = 80,
+                   test_per_class: int = 20, image_size: int = 32, seed: int = 0,
+                   hue_spread: float = 0.55, texture_value: float = 0.75,
+                   hierarchy_names: bool = False) -> dict:
+  """Generates the *hierarchy* data set (see the module docstring for what encodes what).
+
+  The argument names and the returned layout are those of `synthetic.make_patches`
+  (super = genus, fine = species), so the two are interchangeable in a pipeline.
+
+  Args:
+    num_super: number of genera G, in [2, 8] (one texture each).
+    fine_per_super: species per genus K, in [2, 8] (one ink template each).
+    train_per_class: training images per species (>= 1).
+    test_per_class: test images per species (>= 1).
+    image_size: side S of the square images, >= 16.
+    seed: non-negative int; the same seed gives the same arrays, bit for bit.
+    hue_spread: half-width of a genus's hue range in units of the genus spacing
+      ``1 / G``, in (0, 1). Above 0.5 neighbouring genera overlap in hue (default
+      0.55); below 0.5 the hue alone separates the genera.
+    texture_value: value (brightness) of the texture's second tone relative to
+      the object colour, in (0, 1): closer to 1 is a subtler genus texture.
+    hierarchy_names: also return genus/species aliases of the super/fine labels.
+
+  Returns:
+    ``{'train': split, 'test': split, 'num_fine_classes': int, 'num_super_classes':
+    int, 'fine_to_super': int32 [F], 'fine_names': list[str], 'super_names':
+    list[str]}``. Each split holds ``'image'`` uint8 [N, S, S, 3] and
+    ``'fine_label'`` (species), ``'super_label'`` (genus), ``'index'`` (position in
+    the split), all int32 [N], with ``N = F * per_class``, balanced exactly over
+    species and shuffled. Names are ``'genus{g}'`` and ``'genus{g}_species{j}'``.
+    With ``hierarchy_names`` each split also holds ``'genus_label'`` /
+    ``'species_label'`` and the top level ``'num_genus_classes'`` /
+    ``'num_species_classes'``.
+
+  Raises:
+    ValueError: naming the argument, when an argument is out of range.
+  """
+  num_super = _check_int("num_super", num_super, 2, len(GENUS_TEXTURE_NAMES))
+  fine_per_super = _check_int("fine_per_super", fine_per_super, 2, MAX_SPECIES_PER_GENUS)
+  train_per_class = _check_int("train_per_class", train_per_class, 1)
+  test_per_class = _check_int("test_per_class", test_per_class, 1)
+  image_size = _check_int("image_size", image_size, 16)
+  seed = _check_int("seed", seed, 0)
+  hue_spread = _check_fraction("hue_spread", hue_spread, 0.0, 1.0)
+  texture_value = _check_fraction("texture_value", texture_value, 0.0, 1.0)
+  if not isinstance(hierarchy_names, (bool, np.bool_)):
+    raise ValueError(f"hierarchy_names must be a bool, got {hierarchy_names!r}")
+
+  train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
+  common = dict(num_super=num_super, fine_per_super=fine_per_super, image_size=image_size,
+                hue_spread=hue_spread, texture_value=texture_value)
+  splits = {
+      "train": _draw_split(np.random.default_rng(train_seq), per_class=train_per_class,
+                           **common),
+      "test": _draw_split(np.random.default_rng(test_seq), per_class=test_per_class,
+                          **common),
+  }
+  num_fine = num_super * fine_per_super
+  out = dict(splits)
+  out["num_fine_classes"] = num_fine
+  out["num_super_classes"] = num_super
+  out["fine_to_super"] = (np.arange(num_fine, dtype=np.int32) // fine_per_super).astype(np.int32)
+  out["super_names"] = [f"genus{g}" for g in range(num_super)]
+  out["fine_names"] = [f"genus{s // fine_per_super}_species{s % fine_per_super}"
+                       for s in range(num_fine)]
+  if hierarchy_names:
+    for split in splits.values():
+      split["genus_label"] = split["super_label"]
+      split["species_label"] = split["fine_label"]
+    out["num_genus_classes"] = num_super
+    out["num_species_classes"] = num_fine
+  return out
