@@ -17,10 +17,11 @@ objective name, so ``configs/base_indi.py:eff,runlocal`` works):
 
 * ``(none)``  -- the CPU default: quarter-width ResNet-18, 32 px embedded
                  *patches* with 32 super-classes x 4 fine classes (the paper's
-                 synthetic set has 32 x 128), 16 train / 8 test images per fine
-                 class, SGD momentum 0.9, weight decay 5e-4, lr 0.1 per 256
-                 images decayed x0.2 at 30/60/80 % of training, crop from the
-                 zero-padded image + flip.
+                 synthetic set has 32 x 128 in 512 images), 8 train / 8 test
+                 images per fine class (1,024 instance classes), 30 epochs, SGD
+                 momentum 0.9, weight decay 5e-4, lr 0.1 per 256 images decayed
+                 x0.2 at 30/60/80 % of training, crop from the zero-padded
+                 image (pad 4) + flip.
 * ``cifar100`` -- the paper's Sec. 4.2: tfds cifar100 (20 coarse / 100 fine),
                  full-width ResNet-18 (CIFAR stem), batch 256, 200 epochs, lr 0.1
                  decayed x0.2 at epochs 60/120/160, crop from 40x40 zero-padded.
@@ -67,7 +68,7 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   # classes (small patches); ours nests 4 fine classes in each super-class.
   c.data.num_super = 32
   c.data.fine_per_super = 4
-  c.data.train_per_class = 16  # 2,048 training images = 2,048 instance classes
+  c.data.train_per_class = 8  # 1,024 training images = 1,024 instance classes
   c.data.test_per_class = 8
 
   c.model = ml_collections.ConfigDict()
@@ -110,7 +111,7 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
 
   c.train = config_lib.train_config()
   c.train.log_every = 16
-  c.train.checkpoint_every = 160
+  c.train.checkpoint_every = 80
 
   c.eval = config_lib.eval_config()
   c.eval.knn_every = 0  # the retrieval metrics at the end are the protocol of seed B
@@ -220,8 +221,8 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.data.name = "hierarchy"
   c.data.num_super = 6  # genera (DF20-Mini has 6)
   c.data.fine_per_super = 6  # species per genus
-  c.data.train_per_class = 64
-  c.data.test_per_class = 16
+  c.data.train_per_class = 32  # 1,152 training images
+  c.data.test_per_class = 16  # 576 test images
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "resnet18"  # or a ViT: vit_tiny, vit_ti16, vit_s16, vit_b16
@@ -255,8 +256,8 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.optim.num_epochs = 20.0
 
   c.train = config_lib.train_config()
-  c.train.log_every = 20
-  c.train.checkpoint_every = 200
+  c.train.log_every = 9
+  c.train.checkpoint_every = 90
 
   c.eval = config_lib.eval_config()
   c.eval.knn_every = 0
