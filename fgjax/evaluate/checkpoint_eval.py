@@ -10,6 +10,7 @@ encoder's features once and runs every protocol of the ``eval`` block
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -60,7 +61,8 @@ def load_train_config(path: str) -> ml_collections.ConfigDict:
   if file.endswith(".json"):
     with open(file) as f:
       try:
-        return ml_collections.ConfigDict(json.load(f))
+        # A run of an older fgjax lacks the fields added since: defaults fill them.
+        return config_lib.with_defaults(ml_collections.ConfigDict(json.load(f)))
       except json.JSONDecodeError as e:
         raise EvaluationError(f"{file} is not valid JSON: {e}") from None
   spec = importlib.util.spec_from_file_location("_fgjax_train_config", file)
@@ -96,21 +98,47 @@ def evaluate_state(cfg: ml_collections.ConfigDict, nets: Any, state: Any,
                                  monitor_only=monitor_only)
 
 
-def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Evaluates the checkpoint of ``cfg.workdir``; writes and returns the results.
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+  """A training run read back from its workdir: config, networks, state, data.
+
+  Attributes:
+    workdir: the run's absolute path.
+    step: the restored checkpoint's step.
+    train_cfg: the run's training config (``config.json`` or ``train_config``).
+    setup: ``registry.setup`` of that config (networks, ``init_state``).
+    state: the restored TrainState, host arrays.
+    data: ``pipeline.load_splits(train_cfg)``.
+  """
+  workdir: str
+  step: int
+  train_cfg: ml_collections.ConfigDict
+  setup: Any
+  state: Any
+  data: dict[str, Any]
+
+
+def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = "",
+                eval_cfg: ml_collections.ConfigDict | None = None) -> RestoredRun:
+  """Restores a run's checkpoint (latest, or ``checkpoint_step``) into host arrays.
+
+  Args:
+    workdir: the training run (its ``config.json`` and ``checkpoints/``).
+    checkpoint_step: -1 for the latest checkpoint.
+    train_config: '' for the run's own ``config.json``, else a config file
+      describing the model that wrote the checkpoint.
+    eval_cfg: replaces the run's ``eval`` block (the caller's protocol).
 
   Raises:
-    config_lib.ConfigError: a bad field of the evaluation or training config.
-    EvaluationError: no run or checkpoint, a checkpoint of another model, an
-      empty split, NaN features.
+    EvaluationError: no run or checkpoint, a checkpoint of another model.
+    config_lib.ConfigError: a bad field of the training config.
   """
-  validate(cfg)
-  workdir = os.path.abspath(cfg.workdir)
+  workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
     raise EvaluationError(f"workdir {workdir} does not exist")
-  train_cfg = load_train_config(cfg.train_config or os.path.join(workdir, "config.json"))
-  # The evaluation protocol is this config's, whatever the run used.
-  train_cfg.eval = ml_collections.ConfigDict(cfg.eval.to_dict())
+  train_cfg = load_train_config(train_config or os.path.join(workdir, "config.json"))
+  if eval_cfg is not None:
+    train_cfg.eval = ml_collections.ConfigDict(eval_cfg.to_dict())
   config_lib.validate(train_cfg, num_devices=1)
 
   ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -121,7 +149,7 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     steps = ckpt.all_steps()
     if not steps:
       raise EvaluationError(f"no checkpoint in {ckpt_dir}")
-    step = steps[-1] if cfg.checkpoint_step < 0 else cfg.checkpoint_step
+    step = steps[-1] if checkpoint_step < 0 else checkpoint_step
     if step not in steps:
       raise EvaluationError(f"no checkpoint of step {step} in {ckpt_dir}; saved steps: {steps}")
 
@@ -142,7 +170,24 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     state, _ = ckpt.restore(step, target)
   finally:
     ckpt.close()
-  state = jax.device_get(state)
+  return RestoredRun(workdir=workdir, step=step, train_cfg=train_cfg, setup=setup,
+                     state=jax.device_get(state), data=data)
+
+
+def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Evaluates the checkpoint of ``cfg.workdir``; writes and returns the results.
+
+  Raises:
+    config_lib.ConfigError: a bad field of the evaluation or training config.
+    EvaluationError: no run or checkpoint, a checkpoint of another model, an
+      empty split, NaN features.
+  """
+  validate(cfg)
+  restored = restore_run(cfg.workdir, checkpoint_step=cfg.checkpoint_step, train_config=cfg.train_config,
+                         eval_cfg=cfg.eval)
+  workdir, step, train_cfg, setup, state, data = (restored.workdir, restored.step, restored.train_cfg,
+                                                  restored.setup, restored.state, restored.data)
+  init_rng, _ = registry.rngs(train_cfg)
 
   logging.info("evaluating %s step %d (%s)", workdir, step, train_cfg.method)
   sections = {"trained": evaluate_state(train_cfg, setup.nets, state, data)}

@@ -551,39 +551,25 @@ def reference_metrics(cfg: ml_collections.ConfigDict, data: circles.CirclesData)
   return out
 
 
-def tsne_png(features, labels, path: str, title: str, *, seed: int = 0, max_points: int = 1000) -> None:
-  """Writes a 2-d t-SNE (sklearn) scatter of ``features: [N, d]`` coloured by ``labels: [N]``.
+def tsne_png(features, labels, path: str, title: str, *, seed: int = 0, max_points: int = 1000) -> str:
+  """Writes a 2-d t-SNE (scikit-learn) of ``features: [N, d]`` coloured by ``labels: [N]``.
 
-  At most ``max_points`` samples (a seeded, class-stratified-by-chance subset).
+  At most ``max_points`` samples (a seeded subset); drawn by ``fgjax.pictures``.
 
   Raises:
-    ImportError: matplotlib is missing (the optional extra 'plots').
+    PicturesError: matplotlib is missing (the optional extra 'plots').
   """
-  try:
-    import matplotlib
-    matplotlib.use("Agg")  # no display on servers
-    import matplotlib.pyplot as plt
-  except ImportError:
-    raise ImportError("t-SNE pictures need matplotlib: pip install -e '.[plots]'") from None
-  from sklearn.manifold import TSNE
+  from fgjax.pictures import draw
+  from fgjax.pictures import views
 
+  draw.pyplot()
   features, labels = np.asarray(features, np.float64), np.asarray(labels)
   if features.shape[0] > max_points:
     keep = np.sort(np.random.default_rng(seed).choice(features.shape[0], max_points, replace=False))
     features, labels = features[keep], labels[keep]
-  perplexity = min(30.0, (features.shape[0] - 1) / 3.0)
-  xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
-  fig, ax = plt.subplots(figsize=(4.5, 4.5))
-  for c in np.unique(labels):
-    sel = labels == c
-    ax.scatter(xy[sel, 0], xy[sel, 1], s=5, label=f"class {c}")
-  ax.set_title(title, fontsize=9)
-  ax.set_xticks([])
-  ax.set_yticks([])
-  ax.legend(fontsize=7, markerscale=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  xy = views.tsne(features, seed=seed)
+  names = [f"class {c}" for c in range(int(labels.max()) + 1)]
+  return draw.embedding_scatter(path, {"test embeddings z": (xy, labels, names)}, title=title)
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -625,11 +611,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
                               if k in ("probe_test_top1", "probe_all_top1", "unit_probe_test_top1",
                                        "unit_probe_all_top1", "std_ratio", "effective_rank")}
   results["reference"] = reference_metrics(cfg, data)
+  pictures = {}
   if cfg.eval.tsne:
-    tsne_png(test_z, data.test_y, os.path.join(workdir, "tsne.png"),
-             f"{variant}, seed {cfg.seed}: test z (held-out probe "
-             f"{100 * results['trained']['probe_test_top1']:.1f} %)",
-             seed=cfg.seed, max_points=cfg.eval.tsne_max_points)
+    pictures["tsne"] = tsne_png(test_z, data.test_y, os.path.join(workdir, "tsne.png"),
+                                f"{variant}, seed {cfg.seed}: test z (held-out probe "
+                                f"{100 * results['trained']['probe_test_top1']:.1f} %)",
+                                seed=cfg.seed, max_points=cfg.eval.tsne_max_points)
   results["run"] = {
       "variant": variant,
       "objective": cfg.objective,
@@ -647,6 +634,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
                         "prototype; leaky_*: z*w_y with the true label (not label-free)",
   }
   report.write_results(workdir, results, title=f"Class-attentive contrastive ({variant}) on circles")
+  if pictures:
+    from fgjax.pictures import make as pictures_lib
+    pictures_lib.link_in_results(workdir, pictures)
   logging.info("held-out probe %.4f, all-samples probe %.4f, std_ratio %.4f",
                results["trained"]["probe_test_top1"], results["trained"]["probe_all_top1"],
                results["trained"]["std_ratio"])

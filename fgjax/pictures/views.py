@@ -1,0 +1,268 @@
+"""What the pictures show, computed from a trained state: maps, reconstructions, neighbours.
+
+Each function takes a run (its config, networks and host-array state) and
+returns NumPy arrays ready for ``fgjax.pictures.draw``. Images enter the models
+normalised, as in training and evaluation, and leave as uint8 in their real
+colours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fgjax import config_lib
+from fgjax import gradcam as gradcam_lib
+from fgjax import losses
+from fgjax import perturb as perturb_lib
+from fgjax import spatial_attention
+from fgjax.data import augment
+from fgjax.data import pipeline
+from fgjax.methods import perturb_moco
+from fgjax.methods import perturb_simsiam
+from fgjax.methods import registry
+from fgjax.methods import ssl_common
+from fgjax.pictures.draw import PicturesError
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A trained model as the pictures see it.
+
+  Attributes:
+    label: the run's name in titles and columns (method and workdir).
+    cfg: its training config.
+    nets: its Flax modules (``registry.setup(cfg).nets``).
+    state: its TrainState, host arrays.
+  """
+  label: str
+  cfg: ml_collections.ConfigDict
+  nets: Any
+  state: Any
+
+  @property
+  def is_resnet(self) -> bool:
+    return self.cfg.model.encoder.startswith("resnet")
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """Normalised float images ``[N, H, W, 3]`` (model space) -> uint8 in their real colours."""
+  real = np.asarray(augment.denormalize(jnp.asarray(images, jnp.float32)))
+  return np.clip(np.round(real * 255.0), 0, 255).astype(np.uint8)
+
+
+def normalised(images: np.ndarray) -> jax.Array:
+  """uint8 ``[N, H, W, 3]`` -> the models' input (ImageNet-normalised float32)."""
+  return augment.normalize(jnp.asarray(images, jnp.float32) / 255.0)
+
+
+def pick_examples(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+  """``count`` indices of a split, one per class as far as the classes go (seeded).
+
+  Classes are taken evenly spread over the label range, so the pictures show
+  different super-classes when fine ids are grouped by super-class.
+  """
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  classes = np.unique(labels)
+  chosen_classes = classes[np.linspace(0, classes.size - 1, min(count, classes.size)).round().astype(int)]
+  picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in chosen_classes]
+  rest = np.setdiff1d(np.arange(labels.size), picks)
+  if len(picks) < count and rest.size:
+    picks += list(rng.choice(rest, min(count - len(picks), rest.size), replace=False))
+  return np.asarray(picks, np.int64)
+
+
+def read_images(cfg: ml_collections.ConfigDict, source: Any, indices: np.ndarray) -> np.ndarray:
+  """uint8 ``[len(indices), S, S, 3]`` evaluation images (resize + centre crop) of a split."""
+  transform = pipeline.eval_transform(cfg, source)
+  out = []
+  for i in indices:
+    record = source[int(i)]
+    if transform is not None:
+      record = transform.map(dict(record))
+    out.append(np.asarray(record["image"], np.uint8))
+  return np.stack(out)
+
+
+def upsample(maps: jax.Array, size: int) -> np.ndarray:
+  """``[N, h, w]`` -> ``[N, size, size]`` (bilinear), clipped to [0, 1]."""
+  return np.clip(np.asarray(jax.image.resize(maps, (maps.shape[0], size, size), method="linear")), 0.0, 1.0)
+
+
+def _feature_map(run: Run, x: jax.Array, params: Any) -> jax.Array:
+  """The last conv map ``[N, h, w, n]`` of the online encoder (eval-mode BN)."""
+  _, fmap = run.nets.encoder.apply({"params": params, "batch_stats": run.state.batch_stats}, x,
+                                   train=False, return_feature_map=True)
+  return fmap
+
+
+def _no_sync_bn(nets: ssl_common.Networks) -> ssl_common.Networks:
+  """SimSiam's projector/predictor outside shard_map: BN over the picture batch, no axis name."""
+  return dataclasses.replace(nets, head=nets.head.clone(bn_axis_name=None),
+                             predictor=nets.predictor.clone(bn_axis_name=None))
+
+
+def _positive_view(run: Run, x01: jax.Array, seed: int) -> jax.Array:
+  """``x'' = T(x)``: one seeded MoCo v2 aug+ view per image (normalised), the positive of Eq. 3."""
+  base = jax.random.PRNGKey(seed)
+  keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(x01.shape[0]))
+  views = jax.vmap(lambda k, im: augment.mocov2_augment(k, im[None])[0])(keys, x01)
+  return augment.normalize(views)
+
+
+def _moco_targets(run: Run, x_pos: jax.Array) -> jax.Array:
+  """Keys ``k = normalize(g_k(f_k(x'')))`` of the momentum network, eval-mode BN."""
+  m = run.state.momentum_params
+  feats = run.nets.encoder.apply({"params": m["encoder"], "batch_stats": run.state.momentum_batch_stats},
+                                 x_pos, train=False)
+  return losses.l2_normalize(run.nets.head.apply({"params": m["head"]}, feats))
+
+
+def ssl_loss_of_features(run: Run, x_pos: jax.Array):
+  """``(per-example SSL loss of pooled features v [N, n] -> [N], targets)`` for the run's base.
+
+  MoCo v2: InfoNCE of ``g(v)`` against its key ``g_k(f_k(x''))`` and the
+  queue. SimSiam: ``D(h(g(v)), sg(g(f(x''))))`` (projector/predictor BN over
+  the picture batch). The losses are float32 whatever the compute dtype.
+  """
+  params = run.state.params
+  if run.cfg.method in ("moco", "perturb_moco"):
+    keys = _moco_targets(run, x_pos)
+
+    def loss(v):
+      q = losses.l2_normalize(run.nets.head.apply({"params": params["head"]}, v))
+      return losses.infonce_with_queue(query=q, key=keys, queue=run.state.queue,
+                                       temperature=run.cfg.moco.temperature)
+    return loss, keys
+  nets = _no_sync_bn(run.nets)
+  v_pos = run.nets.encoder.apply({"params": params["encoder"], "batch_stats": run.state.batch_stats},
+                                 x_pos, train=False)
+  from fgjax.methods import simsiam
+  z_pos, _ = simsiam.project_and_predict(nets, params, v_pos)
+  z_pos = jax.lax.stop_gradient(z_pos)
+
+  def loss(v):
+    _, p = simsiam.project_and_predict(nets, params, v)
+    return losses.simsiam_loss(p1=p, z2=z_pos, p2=p, z1=z_pos)
+  return loss, z_pos
+
+
+def gradcam_maps(run: Run, images: np.ndarray, *, seed: int) -> np.ndarray:
+  """Spatial Grad-CAM of the SSL loss on the last conv map, ``[N, S, S]`` in [0, 1] (Fig. 3).
+
+  The score is ``-L_C``: regions that help the image match its positive
+  ``x''`` (a seeded aug+ view, as in Eq. 3) against the negatives.
+  """
+  if run.cfg.method not in config_lib.SSL_METHODS or not run.is_resnet:
+    raise PicturesError(f"gradcam: needs an SSL run with a ResNet encoder, {run.label} is "
+                        f"{run.cfg.method} with {run.cfg.model.encoder}")
+
+  @jax.jit
+  def compute(state, images):
+    r = dataclasses.replace(run, state=state)
+    x_pos = _positive_view(r, images.astype(jnp.float32) / 255.0, seed)
+    loss_fn, _ = ssl_loss_of_features(r, x_pos)
+    fmap = _feature_map(r, normalised(images), state.params["encoder"])
+    # The encoder pools by the spatial mean: the loss as a function of the map.
+    return gradcam_lib.spatial_gradcam(lambda a: -loss_fn(jnp.mean(a, axis=(1, 2))), fmap)
+
+  maps = compute(run.state, jnp.asarray(images))
+  return upsample(maps, images.shape[1])
+
+
+def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:
+  """Seed P, Fig. 4: ``{'x', 'x_hat', 'x_hat_p'}``, uint8 ``[N, S, S, 3]`` each.
+
+  ``x_hat = h(v)`` and ``x_hat_p = h(v_p)`` with ``v_p`` perturbed exactly as in
+  training (Eqs. 3-6): Grad-CAM scores of the SSL loss with the seeded
+  positive view, the variance of the run's memory bank, its eps_g, eps_var and
+  kappa, and the ablation toggles of its config.
+  """
+  if run.cfg.method not in config_lib.PERTURB_METHODS:
+    raise PicturesError(f"pairs: needs a Perturb-SSL run (with a decoder), {run.label} is {run.cfg.method}")
+  count = int(run.state.bank_count)
+  if count < 2:
+    raise PicturesError(f"pairs: the memory bank of {run.label} holds {count} feature(s); "
+                        "train the run first")
+  p = run.cfg.perturb
+
+  @jax.jit
+  def compute(state, images):
+    r = dataclasses.replace(run, state=state)
+    params = state.params
+    x = normalised(images)
+    x_pos = _positive_view(r, images.astype(jnp.float32) / 255.0, seed)
+    v = r.nets.encoder.apply({"params": params["encoder"], "batch_stats": state.batch_stats}, x, train=False)
+    _, targets = ssl_loss_of_features(r, x_pos)
+    if r.cfg.method == "perturb_moco":
+      eta = perturb_moco.gradcam_scores(r.nets.head, params["head"], v, targets, state.queue,
+                                        r.cfg.moco.temperature)
+    else:
+      eta = perturb_simsiam.gradcam_scores(_no_sync_bn(r.nets), params, v, targets)
+    s = perturb_lib.feature_bank_variance(state.feature_bank, num_valid_rows=state.bank_count)
+    v_p, _ = perturb_lib.perturb_features(
+        jax.random.PRNGKey(seed), v, gradcam_scores=eta, bank_variance=s, eps_g=p.eps_g,
+        eps_var=p.eps_var, kappa=p.kappa, use_gradcam_noise=bool(p.gradcam_noise),
+        use_lowvar_noise=bool(p.lowvar_noise))
+    return r.nets.decoder.apply({"params": params["decoder"]}, jnp.concatenate([v, v_p]))
+
+  recon = compute(run.state, jnp.asarray(images))
+  n = images.shape[0]
+  return {"x": np.asarray(images, np.uint8), "x_hat": to_uint8(recon[:n]), "x_hat_p": to_uint8(recon[n:])}
+
+
+def bank_variance(run: Run, train_features: np.ndarray) -> tuple[np.ndarray, str]:
+  """Per-dimension variance ``s [n]`` of the memory bank (after L2-normalising each column).
+
+  Perturb-SSL runs use their own bank M; other runs use the training split's
+  features as the bank. Returns ``(s, what the bank was)``.
+  """
+  state = run.state
+  count = int(state.bank_count) if run.cfg.method in config_lib.PERTURB_METHODS else 0
+  if count >= 2:
+    return np.asarray(perturb_lib.feature_bank_variance(jnp.asarray(state.feature_bank),
+                                                        num_valid_rows=count)), f"memory bank ({count} rows)"
+  s = perturb_lib.feature_bank_variance(jnp.asarray(train_features, jnp.float32))
+  return np.asarray(s), f"train features ({train_features.shape[0]} rows)"
+
+
+def attention_maps(run: Run, images: np.ndarray, *, stage: int) -> np.ndarray:
+  """Seed B, Fig. 2: mean of squared activations of a ResNet stage, ``[N, S, S]`` in [0, 1]."""
+  if not run.is_resnet:
+    raise PicturesError(f"attention: needs a ResNet encoder, {run.label} has {run.cfg.model.encoder}")
+
+  @jax.jit
+  def compute(state, images):
+    model = registry.frozen_model(run.cfg, run.nets, state)
+    return spatial_attention.attention_maps(model, normalised(images), stage=stage, out_size=images.shape[1])
+
+  return np.clip(np.asarray(compute(run.state, jnp.asarray(images))), 0.0, 1.0)
+
+
+def nearest_neighbours(features: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+  """Top-``k`` cosine neighbours ``[Q, k]`` of ``features[queries]`` in ``features``, the query left out.
+
+  Ties go to the lower index, as in ``fgjax.evaluate.retrieval``.
+  """
+  f = np.asarray(features, np.float64)
+  f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+  sims = f[queries] @ f.T
+  sims[np.arange(len(queries)), queries] = -np.inf  # leave-one-out
+  return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def tsne(features: np.ndarray, *, seed: int) -> np.ndarray:
+  """2-d t-SNE (scikit-learn) of ``features [N, d]`` -> ``[N, 2]``; perplexity min(30, (N-1)/3)."""
+  from sklearn.manifold import TSNE
+
+  features = np.asarray(features, np.float64)
+  if features.shape[0] < 4:
+    raise PicturesError(f"tsne: needs at least 4 points, got {features.shape[0]}")
+  perplexity = min(30.0, (features.shape[0] - 1) / 3.0)
+  return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
