@@ -7,16 +7,34 @@ from fgjax import bench
 from fgjax import config_lib
 
 
-def test_matmul_ceiling_is_positive():
-  assert bench.matmul_ceiling_gflops(64, repeats=2) > 0
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_ceiling_is_positive_in_each_compute_dtype(dtype):
+  assert bench.matmul_ceiling_gflops(64, repeats=2, dtype=dtype) > 0
 
 
 @pytest.mark.parametrize("method", ["moco", "perturb_moco"])
 def test_time_step_reports_flops_and_rates(method):
   cfg = config_lib.ssl_config("perturb_moco", "runlocal")
   r = bench.time_step(cfg, method, steps=1, warmup=0, devices=jax.devices()[:1])
-  assert r["gflop_per_step"] > 0 and r["ms_per_step"] > 0
+  assert r["gflop_per_step"] > 0 and r["ms_per_step"] > 0 and r["cpu_ms_per_step"] > 0
   assert r["images_per_s"] == pytest.approx(cfg.data.global_batch_size / (r["ms_per_step"] / 1e3))
+  assert r["achieved_tflops"] == pytest.approx(r["gflop_per_step"] / r["ms_per_step"])  # 1 device
+
+
+def test_run_reports_tflops_and_mfu_for_simsiam():
+  cfg = config_lib.ssl_config("moco", "runlocal")  # the method is replaced by the list
+  results = bench.run(cfg, ["simsiam"], steps=1, warmup=0, matmul_size=128, devices=jax.devices()[:1])
+  r = results["simsiam"]
+  assert results["ceiling_tflops_per_device"] > 0 and results["dtype"] == "float32"
+  assert r["mfu"] == pytest.approx(r["achieved_tflops"] / results["ceiling_tflops_per_device"])
+  assert 0 < r["mfu"] and r["achieved_tflops"] > 0 and r["images_per_s"] > 0
+  table = bench.format_table(results)
+  assert "| simsiam |" in table and "MFU" in table and "TFLOP/s" in table
+
+
+def test_unknown_method_is_a_config_error():
+  with pytest.raises(config_lib.ConfigError, match="swav"):
+    bench.time_step(config_lib.ssl_config("moco", "runlocal"), "swav", steps=1, warmup=0)
 
 
 def test_retrieval_benchmark_measures_a_small_set():
@@ -32,3 +50,18 @@ def test_probe_benchmark_measures_a_small_set():
   from fgjax.evaluate import bench as eval_bench
   r = eval_bench.measure_probe(200, 8, 4, 100, fraction=0.5)
   assert r["seconds_first_call"] > 0 and r["seconds_second_call"] > 0 and 0 <= r["top1"] <= 1
+
+
+def test_torch_reference_step_runs_when_torch_is_installed():
+  pytest.importorskip("torch")
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch", "torch_moco_v2.py")
+  spec = importlib.util.spec_from_file_location("torch_moco_v2", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  r = module.main(["--arch=resnet18", "--width=8", "--cifar-stem", "--image-size=16", "--batch=8",
+                   "--queue=16", "--hidden=32", "--steps=2", "--warmup=1", "--device=cpu"])
+  assert r["images_per_s"] > 0 and r["batch"] == 8
+  # InfoNCE against 16 negatives: log(17) = 2.83 for uninformative features.
+  assert 0.5 < r["loss"] < 10

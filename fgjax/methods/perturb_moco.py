@@ -62,7 +62,12 @@ def encode_pairs(encoder, params, batch_stats, a: jax.Array, b: jax.Array, *, gr
 
 
 def gradcam_scores(head, head_params, features, keys, queue, temperature):
-  """Step 4 / Eq. 3: ``eta = ReLU(dL_C(g(v), k)/dv * v)``, through the head only, no gradient."""
+  """Step 4 / Eq. 3: ``eta = ReLU(dL_C(g(v), k)/dv * v)``, through the head only, no gradient.
+
+  The head runs in float32 here whatever ``model.dtype`` (same parameters), so
+  the gradient, like ``v``, the loss and the scores, is float32.
+  """
+  head = head.clone(dtype=jnp.float32)
   head_params = lax.stop_gradient(head_params)
 
   def per_example_loss(v):

@@ -31,7 +31,12 @@ from fgjax.methods import ssl_common as common
 
 
 def gradcam_scores(nets: common.Networks, params, v: jax.Array, z2: jax.Array) -> jax.Array:
-  """Eq. 3 on the SimSiam base: ``ReLU(dD(h(g(v)), sg(z2))/dv * v)``, no gradient to anything."""
+  """Eq. 3 on the SimSiam base: ``ReLU(dD(h(g(v)), sg(z2))/dv * v)``, no gradient to anything.
+
+  Projector and predictor run in float32 here whatever ``model.dtype`` (same
+  parameters; ``common.float32_heads``), so the gradient is float32.
+  """
+  nets = common.float32_heads(nets)
   params = lax.stop_gradient(params)
   target = lax.stop_gradient(z2)
 

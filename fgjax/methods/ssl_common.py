@@ -64,6 +64,18 @@ def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
   return Networks(encoder=encoder, head=head, decoder=decoder, predictor=predictor)
 
 
+def float32_heads(nets: Networks) -> Networks:
+  """``nets`` with the head (and SimSiam's predictor) computing in float32, same parameters.
+
+  Grad-CAM (Eq. 3) differentiates the SSL loss with respect to ``v`` through the
+  head only; run in float32, that gradient has full precision whatever
+  ``model.dtype`` is. The head is a few dense layers on ``[b, n]`` vectors, so
+  its float32 cost is negligible next to the encoder's.
+  """
+  predictor = nets.predictor.clone(dtype=jnp.float32) if nets.predictor is not None else None
+  return dataclasses.replace(nets, head=nets.head.clone(dtype=jnp.float32), predictor=predictor)
+
+
 @flax.struct.dataclass
 class TrainState:
   """Everything a run needs to continue exactly (checkpointed whole).

@@ -92,7 +92,9 @@ class _EncoderBlock(nn.Module):
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=_dense_init, bias_init=nn.initializers.zeros,
-            dropout_rate=0.0, deterministic=not train, name="attn")(y, y)
+            dropout_rate=0.0, deterministic=not train,
+            # The attention softmax in float32 whatever the compute dtype (no-op in float32).
+            force_fp32_for_softmax=True, name="attn")(y, y)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         x = x + y
         y = norm("ln2")(x)
