@@ -33,8 +33,24 @@ def make_mesh(devices: list[Any] | None = None) -> Mesh:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-  """Places a pytree of host/global arrays on every device of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """Places a pytree of host/global arrays on every device of the mesh.
+
+  With several processes each one supplies the full value to its own devices;
+  the values must be equal (same seed and config: ``fgjax.distributed``
+  checks the config). ``jax.device_put`` would check equality with one
+  cross-process allgather per leaf: hundreds of small collectives for a train
+  state (on the 2-process CPU rehearsal: tens of seconds, and a gloo connect
+  timeout under load).
+  """
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    x = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
 
 
 def shard_batch(mesh: Mesh, local_batch: Any) -> Any:
@@ -58,3 +74,14 @@ def data_parallel(step: Callable[..., Any], mesh: Mesh, *, donate_state: bool = 
   mapped = jax.shard_map(
       step, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()), check_vma=False)
   return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
+
+
+def precompile(steps: list[Callable[..., Any]], mesh: Mesh, state: Any, local_batch: Any, rng: Any) -> None:
+  """Compiles ``data_parallel`` steps for these arguments now; their first call reuses it.
+
+  Lets every process finish compiling before any enters the step's first
+  collective (``fgjax.distributed.barrier`` explains why that matters).
+  """
+  batch = shard_batch(mesh, local_batch)
+  for step in steps:
+    step.lower(state, batch, rng).compile()

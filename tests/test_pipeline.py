@@ -32,7 +32,8 @@ def test_processes_split_the_global_batch():
   parts = [pipeline.train_batches(_arrays(), global_batch_size=4, seed=0, process_index=p, process_count=2)
            for p in range(2)]
   for i in range(6):
-    got = np.stack([parts[0][i]["index"], parts[1][i]["index"]], axis=1).reshape(-1)
+    # Contiguous blocks in process order: the global batch of one process, in the same order.
+    got = np.concatenate([parts[0][i]["index"], parts[1][i]["index"]])
     np.testing.assert_array_equal(got, whole[i]["index"])
 
 

@@ -6,7 +6,7 @@ training stream is a ``grain.MapDataset`` over it, so the batch at position
 ``i`` is a pure function of ``(seed, i)``: a resumed run re-opens the stream at
 the step it stopped at (the step counter is the data position saved with the
 checkpoint), and every process of a multi-host run reads only its own
-interleaved slice of the same global stream.
+block of each global batch of the same global stream.
 
 Decoding and resizing (``fgjax.data.transforms``) run in the pipeline, in
 threads (``data.read_threads``) and, with ``data.num_workers > 0``, in grain
@@ -179,9 +179,13 @@ def train_batches(source: Any, *, global_batch_size: int, seed: int, process_ind
   """The training stream of this process as a random-access dataset of batches.
 
   Global batch ``i`` holds positions ``[i*B, (i+1)*B)`` of an infinitely
-  repeated stream that is reshuffled every epoch; process ``p`` gets positions
-  ``p, p+P, p+2P, ...`` of it, ``B / P`` per batch, so over one epoch the
-  processes together read every example exactly once and each only its own.
+  repeated stream that is reshuffled every epoch; process ``p`` gets the
+  ``p``-th contiguous block of it, positions ``[i*B + p*b, i*B + (p+1)*b)``
+  with ``b = B / P``. ``jax.make_array_from_process_local_data`` concatenates
+  the blocks in process order, so the mesh sees the same global batch, in the
+  same order, on any number of processes (BatchNorm groups and the per-example
+  augmentation seeds depend on the order). Each process reads (decodes) only
+  its own block: the dataset is lazy and random access.
 
   Args:
     source: a record source, or a dict of arrays (wrapped in ``ArraySource``).
@@ -192,10 +196,11 @@ def train_batches(source: Any, *, global_batch_size: int, seed: int, process_ind
   if isinstance(source, dict):
     source = ArraySource(source)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
-  ds = ds[process_index::process_count]
   if transform is not None:
     ds = ds.map(transform)
-  return ds.batch(global_batch_size // process_count, drop_remainder=True)
+  # Blocks of b consecutive positions; global batch i is blocks i*P .. i*P + P-1.
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  return ds[process_index::process_count]
 
 
 def eval_batches(source: Any, *, batch_size: int, transform: grain.transforms.Map | None = None,
