@@ -21,12 +21,16 @@ Presets (comma-separated, applied left to right):
                   either Perturb base: v_p = v + v^g; v_p = v + v^var; L_C + alpha L_R
                   (pair_loss off, nu = 0).
 * ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks).
+* ``bf16``     -- bfloat16 compute, float32 parameters/optimizer/BN statistics/losses
+                  (``model.dtype``; fgjax/precision.py). For TPUs and GPUs of compute
+                  capability >= 8.0; on a CPU without AVX512-BF16/AMX it is emulated.
 * ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 from typing import Any
 
@@ -171,6 +175,12 @@ def train_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 100
   t.keep_checkpoints = 2
   t.max_steps = 0  # > 0: stop after this many steps (the schedule is unchanged).
+  # jax.profiler trace of profile_steps steps from profile_start_step (absolute
+  # step numbers; the first steps compile) into profile_dir ('' = <workdir>/profile);
+  # 0 steps = off. See fgjax/profiling.py.
+  t.profile_steps = 0
+  t.profile_start_step = 5
+  t.profile_dir = ""
   return t
 
 
@@ -206,6 +216,9 @@ def eval_config() -> ml_collections.ConfigDict:
   e.chunk_size = 1024
   e.batch_size = 256
   e.random_init_baseline = True  # also evaluate the untrained encoder
+  # True: draw the pictures (configs/pictures.py's defaults) into <workdir>/pictures
+  # at the end of training; needs matplotlib (extra 'plots').
+  e.pictures = False
   return e
 
 
@@ -228,6 +241,8 @@ def validate_eval(e: ml_collections.ConfigDict, prefix: str = "eval") -> None:
   require(e.probe_weight_decay >= 0, f"{prefix}.probe_weight_decay", "must be >= 0")
   require(e.outlier_level in ("", "auto", "fine", "super"), f"{prefix}.outlier_level",
            f"expected '', 'auto', 'fine' or 'super', got {e.outlier_level!r}")
+  require(not e.pictures or importlib.util.find_spec("matplotlib") is not None, f"{prefix}.pictures",
+          "the pictures need matplotlib: pip install -e '.[plots]' (or eval.pictures=False)")
 
 
 def split_presets(preset: str | None, known: Any = None) -> list[str]:
@@ -313,6 +328,11 @@ def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
   c.eval.knn_every = 2
 
 
+def _preset_bf16(c: ml_collections.ConfigDict) -> None:
+  """Mixed precision: bfloat16 compute, everything that accumulates in float32."""
+  c.model.dtype = "bfloat16"
+
+
 def _preset_fullwidth(c: ml_collections.ConfigDict) -> None:
   """Full-width ResNet-18 (64..512 channels) at batch 128, 32 px: the benchmark setting."""
   c.model.width = 64
@@ -343,7 +363,8 @@ def _preset_folder(c: ml_collections.ConfigDict) -> None:
 
 _PRESET_FNS = {"cub200": _preset_cub200, "folder": _preset_folder,
                "gradcam_only": _preset_gradcam_only, "lowvar_only": _preset_lowvar_only,
-               "no_pairs": _preset_no_pairs, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal}
+               "no_pairs": _preset_no_pairs, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal,
+               "bf16": _preset_bf16}
 
 
 # ----------------------------------------------------------------------------
@@ -370,6 +391,34 @@ def check_known_fields(cfg: ml_collections.ConfigDict, schema: ml_collections.Co
       close = difflib.get_close_matches(path, known, n=1)
       hint = f" (did you mean {close[0]!r}?)" if close else ""
       raise ConfigError(f"unknown config field {path!r}{hint}")
+
+
+def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved training config completed with today's defaults for the fields it lacks.
+
+  A run written before a field existed (its ``config.json``) keeps every value
+  it had; new fields take their defaults, which leave the old behaviour
+  unchanged. Unknown fields are kept, so ``validate`` still names them.
+  """
+  from fgjax import supervised_config  # (it builds on this module)
+  method = cfg.get("method")
+  if method in SSL_METHODS:
+    full = ssl_config(method)
+  elif method in supervised_config.METHODS:
+    full = supervised_config.config(method)
+  else:
+    return cfg
+  full.unlock()
+
+  def merge(target: ml_collections.ConfigDict, saved: ml_collections.ConfigDict) -> None:
+    for key, value in saved.items():
+      if isinstance(value, ml_collections.ConfigDict) and isinstance(target.get(key), ml_collections.ConfigDict):
+        merge(target[key], value)
+      else:
+        target[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+  merge(full, cfg)
+  return full
 
 
 def require(condition: bool, field: str, message: str) -> None:
@@ -444,10 +493,11 @@ def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_proce
   d = cfg.data
   gb = d.global_batch_size
   require(isinstance(gb, int) and gb > 0, "data.global_batch_size", f"must be a positive integer, got {gb!r}")
-  require(gb % num_devices == 0, "data.global_batch_size",
-           f"{gb} is not divisible by the device count {num_devices}")
+  # The process count first: with several processes it names the cause a user changes.
   require(gb % num_processes == 0, "data.global_batch_size",
            f"{gb} is not divisible by the process count {num_processes}")
+  require(gb % num_devices == 0, "data.global_batch_size",
+           f"{gb} is not divisible by the device count {num_devices}")
   require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
   if d.name in ("patches", "hierarchy"):  # the generators' own limits, named as fields
     from fgjax.data import synthetic
@@ -482,6 +532,9 @@ def validate_optim_and_loop(cfg: ml_collections.ConfigDict) -> None:
   require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
   require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
   require(t.max_steps >= 0, "train.max_steps", "must be >= 0")
+  require(t.profile_steps >= 0, "train.profile_steps", f"must be >= 0 (0 = off), got {t.profile_steps}")
+  require(t.profile_start_step >= 0, "train.profile_start_step",
+          f"must be >= 0, got {t.profile_start_step}")
 
 
 # Training-split sizes of the real data sets the presets name (for the schedule

@@ -21,9 +21,12 @@ from absl import logging
 
 from fgjax import checkpointing
 from fgjax import config_lib
+from fgjax import distributed
 from fgjax import metrics_writer
 from fgjax import optim
 from fgjax import parallel
+from fgjax import precision
+from fgjax import profiling
 from fgjax.data import pipeline
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import report
@@ -45,7 +48,8 @@ def prepare_workdir(workdir: str) -> str:
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    # Named by process too: processes on different hosts may share a pid and the directory.
+    probe = os.path.join(workdir, f".write_test_{jax.process_index()}_{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -129,7 +133,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   mesh = parallel.make_mesh(devices)
   num_devices = mesh.size
   config_lib.validate(cfg, num_devices=num_devices, num_processes=jax.process_count())
+  precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
   workdir = prepare_workdir(workdir)
+  profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
+  logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
   is_main = jax.process_index() == 0
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -190,6 +197,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   joint_fn = parallel.data_parallel(joint_fn, mesh)
 
   # ---- loop
+  # All processes enter the loop together, with the steps compiled: process 0
+  # alone ran the random-init evaluation, compile times differ (distributed.barrier).
+  if jax.process_count() > 1:
+    parallel.precompile([fn for fn, runs in ((pretrain_fn, start < pretrain_steps),
+                                             (joint_fn, last_step > max(start, pretrain_steps))) if fn and runs],
+                        mesh, state, batches[start], step_rng)
+  distributed.barrier("train_loop_start", timeout_s=distributed.EVALUATION_TIMEOUT_S)
   writer = metrics_writer.MetricsWriter(workdir)
   progress = _Progress({"pretrain": pretrain_steps, "joint": total_steps}, cfg.data.global_batch_size)
   pending: list[tuple[int, Any]] = []
@@ -198,6 +212,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
                              prefetch=cfg.data.prefetch_batches, num_workers=cfg.data.num_workers)
   logging.info("training %s: %d decoder pre-training + %d joint steps, %d device(s), start at %d",
                cfg.method, pretrain_steps, joint_steps, num_devices, start)
+  profiler.warn_if_outside(start, last_step)
 
   def flush(step: int) -> dict[str, float]:
     """Fetches buffered metrics, stops on NaN/inf (before any checkpoint of it)."""
@@ -229,7 +244,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
       progress.data_wait += time.perf_counter() - waited
       batch = parallel.shard_batch(mesh, local_batch)
       fn = pretrain_fn if step < pretrain_steps else joint_fn
-      state, metrics = fn(state, batch, step_rng)
+      with profiler.step(step, lambda: state):
+        state, metrics = fn(state, batch, step_rng)
       metrics = dict(metrics, lr=0.0 if step < pretrain_steps else lr_schedule(step - pretrain_steps))
       pending.append((step + 1, metrics))
       progress.window_steps += 1
@@ -251,6 +267,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         ckpt.save(done, state, data_position=done)
         last_saved = done
   finally:
+    profiler.close()
     ckpt.close()
     writer.close()
 
@@ -273,4 +290,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         "seed": cfg.seed,
     }
     report.write_results(workdir, results, title=f"fgjax {cfg.method}")
+    if cfg.eval.pictures:
+      from fgjax.pictures import make as pictures
+      pictures.write_for_state(cfg, nets, host, data, workdir)
   return results

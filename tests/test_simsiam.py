@@ -108,11 +108,13 @@ def _steps(cfg, num_devices, num_steps=2):
   return initial, jax.device_get(state), metrics
 
 
+# Each ablation switch once (they act in the shared perturb_and_reconstruct, so the
+# base does not matter for them), each SSL base once: every case compiles its own
+# step, and the suite's time is mostly compilation.
 @pytest.mark.parametrize("method,preset", [
     ("simsiam", "runlocal"), ("perturb_simsiam", "runlocal"),
-    ("perturb_simsiam", "runlocal,gradcam_only"), ("perturb_simsiam", "runlocal,lowvar_only"),
-    ("perturb_simsiam", "runlocal,no_pairs"), ("perturb_moco", "runlocal,gradcam_only"),
-    ("perturb_moco", "runlocal,lowvar_only"), ("perturb_moco", "runlocal,no_pairs"),
+    ("perturb_simsiam", "runlocal,lowvar_only"), ("perturb_moco", "runlocal,gradcam_only"),
+    ("perturb_moco", "runlocal,no_pairs"),
 ])
 def test_steps_of_every_config_train(method, preset):
   cfg = _cfg(method, preset)
