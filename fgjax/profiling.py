@@ -41,6 +41,7 @@ import ml_collections
 from absl import logging
 
 from fgjax import config_lib
+from fgjax import fs
 
 PROFILE_SUBDIR = "profile"
 
@@ -53,12 +54,7 @@ def profile_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:
 def check_profile_dir(directory: str) -> str:
   """Creates ``directory`` and checks it is writable; ConfigError (one line) if not."""
   try:
-    os.makedirs(directory, exist_ok=True)
-    # Named by process too: every process of a multi-host run writes its own trace here.
-    probe = os.path.join(directory, f".write_test_{jax.process_index()}_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    fs.ensure_writable_dir(directory)  # every process of a multi-host run writes its own trace here
   except OSError as e:
     raise config_lib.ConfigError(
         f"config field 'train.profile_dir': profile directory {directory!r} is not writable: "

@@ -22,6 +22,7 @@ from absl import logging
 from fgjax import checkpointing
 from fgjax import config_lib
 from fgjax import distributed
+from fgjax import fs
 from fgjax import metrics_writer
 from fgjax import optim
 from fgjax import parallel
@@ -47,12 +48,7 @@ def prepare_workdir(workdir: str) -> str:
     raise WorkdirError("no workdir given: pass --workdir=DIR (or --config.workdir=DIR)")
   workdir = os.path.abspath(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    # Named by process too: processes on different hosts may share a pid and the directory.
-    probe = os.path.join(workdir, f".write_test_{jax.process_index()}_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    fs.ensure_writable_dir(workdir)
   except OSError as e:
     raise WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
   return workdir

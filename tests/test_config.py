@@ -79,3 +79,17 @@ def test_steps_follow_epochs():
 def test_cub200_schedule_uses_the_cub_training_split():
   c = _cfg("cub200")
   assert config_lib.total_train_steps(c) == 100 * (5994 // 128)
+
+
+def test_a_saved_config_of_an_older_version_gains_new_fields_at_their_defaults():
+  import ml_collections
+  saved = config_lib.ssl_config("moco", "runlocal").to_dict()
+  del saved["train"]["profile_steps"]  # a field added after the run was written
+  saved["moco"]["temperature"] = 0.5
+  cfg = config_lib.with_defaults(ml_collections.ConfigDict(saved))
+  assert cfg.train.profile_steps == config_lib.train_config().profile_steps
+  assert cfg.moco.temperature == 0.5 and cfg.data.image_size == saved["data"]["image_size"]
+  config_lib.validate(cfg, num_devices=1)
+  saved["moco"]["temprature"] = 0.1  # an unknown field is kept, so validation names it
+  with pytest.raises(config_lib.ConfigError, match="moco.temprature"):
+    config_lib.validate(config_lib.with_defaults(ml_collections.ConfigDict(saved)), num_devices=1)
