@@ -96,11 +96,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fgjax.data.synthetic import _CHUNK_PIXELS
-from fgjax.data.synthetic import _NOISE_STD
 from fgjax.data.synthetic import _check_int
 from fgjax.data.synthetic import _hsv_to_rgb
-from fgjax.data.synthetic import fine_templates
+from fgjax.data.synthetic import render_images
 
 __all__ = ["GENUS_TEXTURE_NAMES", "make_hierarchy", "species_prototypes"]
 
@@ -195,45 +193,13 @@ def _draw_split(rng: np.random.Generator, *, num_super: int, fine_per_super: int
   tone_b = _hsv_to_rgb(hue, sat, texture_value * val).astype(f32)
   texture = protos["texture"][fine]
   template = protos["template"][fine]
-  templates = fine_templates(small)  # [8, small, small]
-
-  yy, xx = np.mgrid[0:s, 0:s].astype(np.int32)
-  coords = (np.stack([yy, xx], -1).astype(f32) + 0.5) / s - 0.5  # [s, s, 2], centred
-  big_top, small_off = big_top.astype(np.int32), small_off.astype(np.int32)
-  # Per-image palette; region codes 0..3 index it: tone A, tone B, marking base, ink.
-  palette = np.stack([tone_a, tone_b, base, ink], axis=1)  # [n, 4, 3]
-  images = np.empty((n, s, s, 3), np.uint8)
-  noise_rng = np.random.default_rng(noise_seed)
-  chunk = max(1, _CHUNK_PIXELS // (s * s))
-  for lo in range(0, n, chunk):
-    sl = slice(lo, min(n, lo + chunk))
-    m = sl.stop - sl.start
-    direction = np.stack([np.sin(bg_angle[sl]), np.cos(bg_angle[sl])], -1).astype(f32)
-    t = np.einsum("hwk,mk->mhw", coords, direction)
-    t = (t / np.abs(direction).sum(-1)[:, None, None] + f32(0.5))[..., None]
-    colour_0, colour_1 = bg_colours[sl, 0, None, None], bg_colours[sl, 1, None, None]
-    img = colour_0 + (colour_1 - colour_0) * t  # [m, s, s, 3]
-
-    ry = yy[None] - big_top[sl, 0, None, None]  # [m, s, s]
-    rx = xx[None] - big_top[sl, 1, None, None]
-    in_big = (ry >= 0) & (ry < big) & (rx >= 0) & (rx < big)
-    code = _texture_mask(texture[sl, None, None], ry, rx, big, period).astype(np.int32)
-
-    sy = ry - small_off[sl, 0, None, None]
-    sx = rx - small_off[sl, 1, None, None]
-    in_small = (sy >= 0) & (sy < small) & (sx >= 0) & (sx < small)
-    inked = templates[template[sl, None, None], np.clip(sy, 0, small - 1),
-                      np.clip(sx, 0, small - 1)]
-    code = np.where(in_small, 2 + inked, code)
-
-    code += 4 * np.arange(m, dtype=np.int32)[:, None, None]  # Row in the flat palette.
-    img = np.where(in_big[..., None], palette[sl].reshape(4 * m, 3)[code], img)
-    img += f32(_NOISE_STD) * noise_rng.standard_normal(size=(m, s, s, 3), dtype=f32)
-    img *= f32(255.0)
-    img += f32(0.5)  # + 0.5, clip, truncate: rounds to the nearest uint8.
-    np.clip(img, 0, 255, out=img)
-    images[sl] = img.astype(np.uint8)
-
+  images = render_images(
+      image_size=s, big=big, small=small, bg_colours=bg_colours, bg_angle=bg_angle,
+      big_top=big_top, small_off=small_off, palette=np.stack([tone_a, tone_b, base, ink], axis=1),
+      template=template,
+      big_patch_code=lambda sl, ry, rx: _texture_mask(texture[sl, None, None], ry, rx, big,
+                                                      period).astype(np.int32),
+      noise_seed=noise_seed)
   return {
       "image": images,
       "fine_label": fine,

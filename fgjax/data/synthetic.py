@@ -61,6 +61,8 @@ also returns ``genus_label`` / ``species_label`` (aliases of ``super_label`` /
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 __all__ = [
@@ -132,6 +134,76 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
   return int(value)
 
 
+def render_images(*, image_size: int, big: int, small: int, bg_colours: np.ndarray,
+                  bg_angle: np.ndarray, big_top: np.ndarray, small_off: np.ndarray,
+                  palette: np.ndarray, template: np.ndarray,
+                  big_patch_code: Callable[[slice, np.ndarray, np.ndarray], np.ndarray],
+                  noise_seed: int) -> np.ndarray:
+  """Draws the images of a split, in chunks of ``_CHUNK_PIXELS`` (shared by *patches* and *hierarchy*).
+
+  Each image: a background gradient between two colours along a random
+  direction; a ``big`` x ``big`` patch at ``big_top`` whose pixels take palette
+  colour 0 or 1 by ``big_patch_code``; inside it, at ``small_off``, a ``small`` x
+  ``small`` marking of ink template ``template`` (colours 2 = base, 3 = ink);
+  Gaussian pixel noise; rounded to uint8.
+
+  Args:
+    image_size: S.
+    bg_colours: float32 ``[n, 2, 3]``; bg_angle: ``[n]`` radians.
+    big_top: ``[n, 2]`` top-left corner of the big patch; small_off: ``[n, 2]``
+      offset of the marking inside it.
+    palette: float32 ``[n, 4, 3]``: tone A, tone B, marking base, ink.
+    template: int ``[n]`` ink template of each image (``fine_templates(small)``).
+    big_patch_code: ``(chunk slice, ry [m, S, S], rx [m, S, S]) -> int32 [m, S, S]``
+      in {0, 1}, from pixel coordinates relative to the big patch.
+    noise_seed: seed of the pixel noise.
+
+  Returns:
+    uint8 ``[n, S, S, 3]``.
+  """
+  s = image_size
+  f32 = np.float32
+  n = bg_angle.shape[0]
+  templates = fine_templates(small)  # [8, small, small]
+  yy, xx = np.mgrid[0:s, 0:s].astype(np.int32)
+  coords = (np.stack([yy, xx], -1).astype(f32) + 0.5) / s - 0.5  # [s, s, 2], centred
+  big_top, small_off = big_top.astype(np.int32), small_off.astype(np.int32)
+  images = np.empty((n, s, s, 3), np.uint8)
+  noise_rng = np.random.default_rng(noise_seed)
+  chunk = max(1, _CHUNK_PIXELS // (s * s))
+  for lo in range(0, n, chunk):
+    sl = slice(lo, min(n, lo + chunk))
+    m = sl.stop - sl.start
+    # Background: gradient along a random direction, t in [0, 1] over the image.
+    direction = np.stack([np.sin(bg_angle[sl]), np.cos(bg_angle[sl])], -1).astype(f32)
+    t = np.einsum("hwk,mk->mhw", coords, direction)
+    t = (t / np.abs(direction).sum(-1)[:, None, None] + f32(0.5))[..., None]
+    colour_0, colour_1 = bg_colours[sl, 0, None, None], bg_colours[sl, 1, None, None]
+    img = colour_0 + (colour_1 - colour_0) * t  # [m, s, s, 3]
+
+    # Big patch: code 0 (tone A) or 1 (tone B).
+    ry = yy[None] - big_top[sl, 0, None, None]  # [m, s, s]
+    rx = xx[None] - big_top[sl, 1, None, None]
+    in_big = (ry >= 0) & (ry < big) & (rx >= 0) & (rx < big)
+    code = big_patch_code(sl, ry, rx)
+
+    # Small patch (the marking) inside the big patch: code 2 (base) or 3 (ink).
+    sy = ry - small_off[sl, 0, None, None]
+    sx = rx - small_off[sl, 1, None, None]
+    in_small = (sy >= 0) & (sy < small) & (sx >= 0) & (sx < small)
+    inked = templates[template[sl, None, None], np.clip(sy, 0, small - 1), np.clip(sx, 0, small - 1)]
+    code = np.where(in_small, 2 + inked, code)
+
+    code += 4 * np.arange(m, dtype=np.int32)[:, None, None]  # Row in the flat palette.
+    img = np.where(in_big[..., None], palette[sl].reshape(4 * m, 3)[code], img)
+    img += f32(_NOISE_STD) * noise_rng.standard_normal(size=(m, s, s, 3), dtype=f32)
+    img *= f32(255.0)
+    img += f32(0.5)  # + 0.5, clip, truncate: rounds to the nearest uint8.
+    np.clip(img, 0, 255, out=img)
+    images[sl] = img.astype(np.uint8)
+  return images
+
+
 def _draw_split(rng: np.random.Generator, *, num_super: int, fine_per_super: int,
                 per_class: int, image_size: int) -> dict[str, np.ndarray]:
   """Draws one split: `per_class` images of every fine class, shuffled."""
@@ -164,53 +236,22 @@ def _draw_split(rng: np.random.Generator, *, num_super: int, fine_per_super: int
   tone_a = _hsv_to_rgb(hue, sat, val).astype(f32)  # [n, 3]
   tone_b = _hsv_to_rgb(hue, sat, 0.55 * val).astype(f32)
   texture = super_ % len(SUPER_TEXTURE_NAMES)
-  templates = fine_templates(small)  # [8, small, small]
 
-  yy, xx = np.mgrid[0:s, 0:s].astype(np.int32)
-  coords = (np.stack([yy, xx], -1).astype(f32) + 0.5) / s - 0.5  # [s, s, 2], centred
-  big_top, small_off = big_top.astype(np.int32), small_off.astype(np.int32)
-  # Per-image palette; region codes 0..3 index it: tone A, tone B, marking base, ink.
-  palette = np.stack([tone_a, tone_b, base, ink], axis=1)  # [n, 4, 3]
   half = period // 2
-  images = np.empty((n, s, s, 3), np.uint8)
-  noise_rng = np.random.default_rng(noise_seed)
-  chunk = max(1, _CHUNK_PIXELS // (s * s))
-  for lo in range(0, n, chunk):
-    sl = slice(lo, min(n, lo + chunk))
-    m = sl.stop - sl.start
-    # Background: gradient along a random direction, t in [0, 1] over the image.
-    direction = np.stack([np.sin(bg_angle[sl]), np.cos(bg_angle[sl])], -1).astype(f32)
-    t = np.einsum("hwk,mk->mhw", coords, direction)
-    t = (t / np.abs(direction).sum(-1)[:, None, None] + f32(0.5))[..., None]
-    colour_0, colour_1 = bg_colours[sl, 0, None, None], bg_colours[sl, 1, None, None]
-    img = colour_0 + (colour_1 - colour_0) * t  # [m, s, s, 3]
 
-    # Big patch: code 0 (tone A) or 1 (tone B) by the super-class texture.
-    ry = yy[None] - big_top[sl, 0, None, None]  # [m, s, s]
-    rx = xx[None] - big_top[sl, 1, None, None]
-    in_big = (ry >= 0) & (ry < big) & (rx >= 0) & (rx < big)
+  def big_patch_code(sl, ry, rx):
+    """Code 0 (tone A) or 1 (tone B) inside the big patch, by the super-class texture."""
     stripe_h = np.mod(ry, period) >= half
     stripe_v = np.mod(rx, period) >= half
     tex = texture[sl, None, None]
     second = (((tex == 1) & stripe_h) | ((tex == 2) & stripe_v)
               | ((tex == 3) & (stripe_h ^ stripe_v)))
-    code = second.astype(np.int32)
+    return second.astype(np.int32)
 
-    # Small patch (the marking) inside the big patch: code 2 (base) or 3 (ink).
-    sy = ry - small_off[sl, 0, None, None]
-    sx = rx - small_off[sl, 1, None, None]
-    in_small = (sy >= 0) & (sy < small) & (sx >= 0) & (sx < small)
-    inked = templates[j[sl, None, None], np.clip(sy, 0, small - 1), np.clip(sx, 0, small - 1)]
-    code = np.where(in_small, 2 + inked, code)
-
-    code += 4 * np.arange(m, dtype=np.int32)[:, None, None]  # Row in the flat palette.
-    img = np.where(in_big[..., None], palette[sl].reshape(4 * m, 3)[code], img)
-    img += f32(_NOISE_STD) * noise_rng.standard_normal(size=(m, s, s, 3), dtype=f32)
-    img *= f32(255.0)
-    img += f32(0.5)  # + 0.5, clip, truncate: rounds to the nearest uint8.
-    np.clip(img, 0, 255, out=img)
-    images[sl] = img.astype(np.uint8)
-
+  images = render_images(
+      image_size=s, big=big, small=small, bg_colours=bg_colours, bg_angle=bg_angle,
+      big_top=big_top, small_off=small_off, palette=np.stack([tone_a, tone_b, base, ink], axis=1),
+      template=j, big_patch_code=big_patch_code, noise_seed=noise_seed)
   return {
       "image": images,
       "fine_label": fine,
