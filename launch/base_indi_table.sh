@@ -9,18 +9,14 @@
 # classes, 2,048 training images) unless extra flags change it. A finished run is skipped
 # when its results.json exists, so the script can be re-run after an interruption.
 set -euo pipefail
+. "$(dirname "$0")/table_runs.sh"
 seeds=${1:-3}; runs=${2:-runs/base_indi}; shift $(( $# > 2 ? 2 : $# )) || true
 methods=(base indi base_indi eff fine)
 mkdir -p "${runs}"
 start=$(date +%s)
 for seed in $(seq 0 $((seeds - 1))); do
   for name in "${methods[@]}"; do
-    workdir="${runs}/${name}_seed${seed}"
-    [[ -f "${workdir}/results.json" ]] && continue
-    t0=$(date +%s)
-    python -m fgjax.main --config="configs/base_indi.py:${name}" --workdir="${workdir}" \
-      --config.seed="${seed}" "$@" 2> "${workdir}.log" || { tail -3 "${workdir}.log"; exit 1; }
-    echo "${name} seed ${seed}: $(( $(date +%s) - t0 )) s" | tee -a "${runs}/times.txt"
+    run_table_entry "${name}" "${seed}" "${runs}" "configs/base_indi.py:${name}" "$@"
   done
 done
 echo "total: $(( $(date +%s) - start )) s" | tee -a "${runs}/times.txt"

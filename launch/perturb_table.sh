@@ -10,6 +10,7 @@
 # CPU machine (measured; README "Reproduction"). A finished run is
 # skipped when its results.json exists, so the script can be re-run after an interruption.
 set -euo pipefail
+. "$(dirname "$0")/table_runs.sh"
 seeds=${1:-3}; runs=${2:-runs/table}; shift $(( $# > 2 ? 2 : $# )) || true
 compare=(--config.optim.num_epochs=4 --config.perturb.decoder_pretrain_steps=20 --config.eval.knn_every=0)
 runs_list=(
@@ -26,16 +27,11 @@ start=$(date +%s)
 for seed in $(seq 0 $((seeds - 1))); do
   for entry in "${runs_list[@]}"; do
     name=${entry%%:*}; config=${entry#*:}
-    workdir="${runs}/${name}_seed${seed}"
-    [[ -f "${workdir}/results.json" ]] && continue
     extra=()
     if [[ "${name}" != moco || "${seed}" != 0 ]]; then
       extra+=(--config.eval.random_init_baseline=False)  # the floor once is enough
     fi
-    t0=$(date +%s)
-    python -m fgjax.main --config="${config}" --workdir="${workdir}" --config.seed="${seed}" \
-      "${compare[@]}" "${extra[@]}" "$@" 2> "${workdir}.log" || { tail -3 "${workdir}.log"; exit 1; }
-    echo "${name} seed ${seed}: $(( $(date +%s) - t0 )) s" | tee -a "${runs}/times.txt"
+    run_table_entry "${name}" "${seed}" "${runs}" "${config}" "${compare[@]}" "${extra[@]}" "$@"
   done
 done
 echo "total: $(( $(date +%s) - start )) s" | tee -a "${runs}/times.txt"
