@@ -197,10 +197,9 @@ def draw_runs(runs: Sequence[views.Run], data: dict[str, Any], out_dir: str,
                                          "x_hat_p = h(v_p)": pairs["x_hat_p"]},
                                   column_labels=row_labels, title=f"Generated pairs, {main.label} (seed P, Fig. 4)")
     elif name == "feature_dims":
-      train_model = registry.frozen_model(cfg, main.nets, main.state)
-      train_feats = features_lib.extract_split(train_model, data["train"], batch_size=p.batch_size,
-                                               transform=pipeline.eval_transform(cfg, data["train"]))
-      s, bank = views.bank_variance(main, train_feats["features"])
+      s, bank = views.bank_variance(main, lambda: features_lib.extract_split(
+          registry.frozen_model(cfg, main.nets, main.state), data["train"], batch_size=p.batch_size,
+          transform=pipeline.eval_transform(cfg, data["train"]))["features"])
       lo, hi = int(np.argmin(s)), int(np.argmax(s))
       two = _two_fine_classes(test)
       f = test_features(main)["features"]

@@ -9,7 +9,7 @@ colours.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,7 @@ from fgjax.data import pipeline
 from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_simsiam
 from fgjax.methods import registry
+from fgjax.methods import simsiam
 from fgjax.methods import ssl_common
 from fgjax.pictures.draw import PicturesError
 
@@ -143,7 +144,6 @@ def ssl_loss_of_features(run: Run, x_pos: jax.Array):
   nets = _no_sync_bn(run.nets)
   v_pos = run.nets.encoder.apply({"params": params["encoder"], "batch_stats": run.state.batch_stats},
                                  x_pos, train=False)
-  from fgjax.methods import simsiam
   z_pos, _ = simsiam.project_and_predict(nets, params, v_pos)
   z_pos = jax.lax.stop_gradient(z_pos)
 
@@ -217,19 +217,21 @@ def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.
   return {"x": np.asarray(images, np.uint8), "x_hat": to_uint8(recon[:n]), "x_hat_p": to_uint8(recon[n:])}
 
 
-def bank_variance(run: Run, train_features: np.ndarray) -> tuple[np.ndarray, str]:
+def bank_variance(run: Run, train_features: Callable[[], np.ndarray]) -> tuple[np.ndarray, str]:
   """Per-dimension variance ``s [n]`` of the memory bank (after L2-normalising each column).
 
   Perturb-SSL runs use their own bank M; other runs use the training split's
-  features as the bank. Returns ``(s, what the bank was)``.
+  features as the bank (``train_features()`` is called only then: it is a pass
+  over the training split). Returns ``(s, what the bank was)``.
   """
   state = run.state
   count = int(state.bank_count) if run.cfg.method in config_lib.PERTURB_METHODS else 0
   if count >= 2:
     return np.asarray(perturb_lib.feature_bank_variance(jnp.asarray(state.feature_bank),
                                                         num_valid_rows=count)), f"memory bank ({count} rows)"
-  s = perturb_lib.feature_bank_variance(jnp.asarray(train_features, jnp.float32))
-  return np.asarray(s), f"train features ({train_features.shape[0]} rows)"
+  features = train_features()
+  s = perturb_lib.feature_bank_variance(jnp.asarray(features, jnp.float32))
+  return np.asarray(s), f"train features ({features.shape[0]} rows)"
 
 
 def attention_maps(run: Run, images: np.ndarray, *, stage: int) -> np.ndarray:
