@@ -91,7 +91,8 @@ def _embedded(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   genus -> species *hierarchy* (``fgjax.data.hierarchy``)."""
   d = cfg.data
   sizes = dict(num_super=d.num_super, fine_per_super=d.fine_per_super, train_per_class=d.train_per_class,
-               test_per_class=d.test_per_class, image_size=d.image_size, seed=d.data_seed)
+               test_per_class=d.test_per_class, image_size=d.image_size, seed=d.data_seed,
+               version=d.version, background=d.background)
   if d.name == "hierarchy":
     from fgjax.data import hierarchy
     data = hierarchy.make_hierarchy(**sizes)
