@@ -74,3 +74,23 @@ def momentum_update(*, online: PyTree, target: PyTree, momentum: float) -> PyTre
   return jax.tree.map(
       lambda t, o: (t * momentum + o * (1.0 - momentum)).astype(t.dtype),
       target, online)
+
+
+def cosine_momentum(step: jax.Array, *, base: float, final: float, total_steps: int) -> jax.Array:
+  """The EMA coefficient at ``step`` of a cosine increase from ``base`` to ``final``.
+
+  ``m(t) = final - (final - base) * (cos(pi * t / T) + 1) / 2`` for ``t`` in
+  ``[0, T]`` and ``final`` after (BYOL Sec. 3.2 with ``final = 1``; solo-learn's
+  small-image MoCo v2+ recipe uses 0.99 -> 0.999). ``base == final`` is the
+  constant momentum of MoCo v2.
+
+  Args:
+    step: int scalar, steps of EMA updates taken so far (may be traced).
+    base, final: coefficients at ``t = 0`` and ``t = T``, in [0, 1].
+    total_steps: T >= 1.
+
+  Returns:
+    float32 scalar.
+  """
+  t = jnp.clip(jnp.asarray(step, jnp.float32) / float(max(1, total_steps)), 0.0, 1.0)
+  return jnp.float32(final) - jnp.float32(final - base) * (jnp.cos(jnp.pi * t) + 1.0) / 2.0

@@ -23,6 +23,10 @@ def test_cub200_matches_paper_settings():
   assert (c.perturb.eps_g, c.perturb.eps_var, c.perturb.kappa) == (0.1, 0.05, 0.02)
   assert (c.moco.queue_size, c.moco.momentum, c.moco.temperature) == (65536, 0.999, 0.2)
   assert (c.optim.base_lr, c.optim.lr_batch_base, c.optim.schedule) == (0.03, 256, "cosine")
+  # The paper preset keeps MoCo v2's own recipe, not the CPU default's small-image one.
+  assert (c.optim.warmup_steps, c.moco.final_momentum) == (0, 0.999)
+  assert c.augment.to_dict() == config_lib.augment_config().to_dict()  # aug+
+  assert tuple(c.augment.jitter) == (0.4, 0.4, 0.4, 0.1) and c.augment.blur_prob == 0.5
 
 
 def test_moco_and_perturb_share_data_model_schedule():
@@ -72,8 +76,8 @@ def test_unknown_preset():
 
 def test_steps_follow_epochs():
   c = _cfg()
-  assert config_lib.steps_per_epoch(c) == 8 * 4 * 64 // 128
-  assert config_lib.total_train_steps(c) == round(c.optim.num_epochs * 16)
+  assert config_lib.steps_per_epoch(c) == 8 * 4 * 64 // 64
+  assert config_lib.total_train_steps(c) == round(c.optim.num_epochs * 32)
 
 
 def test_cub200_schedule_uses_the_cub_training_split():
@@ -93,3 +97,44 @@ def test_a_saved_config_of_an_older_version_gains_new_fields_at_their_defaults()
   saved["moco"]["temprature"] = 0.1  # an unknown field is kept, so validation names it
   with pytest.raises(config_lib.ConfigError, match="moco.temprature"):
     config_lib.validate(config_lib.with_defaults(ml_collections.ConfigDict(saved)), num_devices=1)
+
+
+def test_a_run_of_an_older_version_keeps_what_it_ran_with():
+  """Fields whose defaults changed: an old config.json loads with its old behaviour."""
+  import ml_collections
+  saved = config_lib.ssl_config("moco").to_dict()
+  for block, field in (("data", "version"), ("data", "background"), ("moco", "final_momentum")):
+    del saved[block][field]
+  del saved["augment"]
+  saved["moco"]["momentum"] = 0.99
+  cfg = config_lib.with_defaults(ml_collections.ConfigDict(saved))
+  assert cfg.data.version == 1 and cfg.data.background == "gradient"  # the first generator
+  assert tuple(cfg.augment.jitter) == (0.4, 0.4, 0.4, 0.1) and cfg.augment.blur_prob == 0.5  # aug+
+  assert cfg.moco.final_momentum == 0.99  # constant momentum
+  config_lib.validate(cfg, num_devices=1)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("data.version", 3, "data.version"),
+    ("data.background", "clutter", "data.background"),
+    ("data.num_super", 33, "data.num_super"),
+    ("augment.jitter", (0.4, 0.4, 0.4), "augment.jitter"),
+    ("augment.blur_prob", 1.5, "augment.blur_prob"),
+    ("augment.scale", (0.0, 1.0), "augment.scale"),
+    ("moco.final_momentum", 1.5, "moco.final_momentum"),
+])
+def test_new_fields_are_checked(field, value, match):
+  cfg = config_lib.ssl_config("moco")
+  block, name = field.split(".")
+  cfg[block][name] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(cfg, num_devices=1)
+
+
+def test_version_1_needs_its_gradient_background():
+  cfg = config_lib.ssl_config("moco")
+  cfg.data.version = 1
+  with pytest.raises(config_lib.ConfigError, match="data.background.*gradient"):
+    config_lib.validate(cfg, num_devices=1)
+  cfg.data.background = "gradient"
+  config_lib.validate(cfg, num_devices=1)

@@ -1,6 +1,7 @@
 """Tests of fgjax.queue: ring-buffer enqueue and the momentum (EMA) update."""
 
 from absl.testing import absltest
+import pytest
 import chex
 import jax
 import jax.numpy as jnp
@@ -108,3 +109,16 @@ class MomentumUpdateTest(chex.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+def test_cosine_momentum_schedule():
+  """BYOL / solo-learn's schedule: base at step 0, final at T and after, a cosine between."""
+  from fgjax.queue import cosine_momentum
+  m = lambda t: float(cosine_momentum(t, base=0.99, final=0.999, total_steps=100))
+  assert m(0) == pytest.approx(0.99) and m(100) == pytest.approx(0.999)
+  assert m(50) == pytest.approx((0.99 + 0.999) / 2)
+  assert m(250) == pytest.approx(0.999)
+  values = [m(t) for t in range(0, 101, 10)]
+  assert all(a <= b for a, b in zip(values, values[1:]))
+  # base == final is MoCo v2's constant momentum; a traced step works under jit.
+  assert float(jax.jit(lambda t: cosine_momentum(t, base=0.99, final=0.99, total_steps=10))(3)) == pytest.approx(0.99)

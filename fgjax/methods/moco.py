@@ -28,8 +28,14 @@ class MocoHParams:
 
   local_bn_groups: int  # BatchNorm groups per device (model.bn_groups / devices)
   temperature: float
-  momentum: float
+  momentum: float  # EMA coefficient at the first joint step
   shuffle_bn: bool
+  # Cosine increase of the EMA coefficient to final_momentum over momentum_steps
+  # joint steps (equal to momentum: MoCo v2's constant coefficient).
+  final_momentum: float | None = None
+  momentum_steps: int = 1
+  # Steps before the joint phase (decoder pre-training), not counted by the schedule.
+  joint_start_step: int = 0
   # Perturb-SSL (ignored by plain MoCo)
   alpha: float = 1.0
   nu: float = 0.5
@@ -45,14 +51,19 @@ class MocoHParams:
   pair_grad_through_reconstruction: bool = False
   # Training image side S; the host's base images may be larger (data.base_size).
   image_size: int | None = None
+  views: common.ViewAugmentation = common.ViewAugmentation()
 
 
-def hparams_from_config(cfg: ml_collections.ConfigDict, num_devices: int) -> MocoHParams:
+def hparams_from_config(cfg: ml_collections.ConfigDict, num_devices: int, *,
+                        joint_steps: int = 1, pretrain_steps: int = 0) -> MocoHParams:
+  """``joint_steps``: the schedule's length (the momentum schedule spans it)."""
   p = cfg.perturb
   return MocoHParams(
-      image_size=int(cfg.data.image_size),
+      image_size=int(cfg.data.image_size), views=common.ViewAugmentation.from_config(cfg.augment),
       local_bn_groups=cfg.model.bn_groups // num_devices,
       temperature=float(cfg.moco.temperature), momentum=float(cfg.moco.momentum),
+      final_momentum=float(cfg.moco.final_momentum), momentum_steps=int(joint_steps),
+      joint_start_step=int(pretrain_steps),
       shuffle_bn=bool(cfg.moco.shuffle_bn), alpha=float(p.alpha), nu=float(p.nu),
       eps_g=float(p.eps_g), eps_var=float(p.eps_var), kappa=float(p.kappa),
       gradcam_noise=bool(p.gradcam_noise), lowvar_noise=bool(p.lowvar_noise),
@@ -105,8 +116,12 @@ def key_network_forward(state: common.TrainState, views: jax.Array, rng: jax.Arr
     ``(momentum_params, momentum_batch_stats, local_keys [b,k], global_keys [B,k])``.
   """
   online = {"encoder": state.params["encoder"], "head": state.params["head"]}
+  momentum = hp.momentum
+  if hp.final_momentum is not None and hp.final_momentum != hp.momentum:
+    momentum = queue_lib.cosine_momentum(state.step - hp.joint_start_step, base=hp.momentum,
+                                         final=hp.final_momentum, total_steps=hp.momentum_steps)
   momentum_params = queue_lib.momentum_update(online=online, target=state.momentum_params,
-                                              momentum=hp.momentum)
+                                              momentum=momentum)
   local_keys, global_keys, momentum_stats = common.shuffled_keys(
       nets, momentum_params, state.momentum_batch_stats, views, rng,
       groups=hp.local_bn_groups, shuffle_bn=hp.shuffle_bn)
@@ -150,7 +165,8 @@ def moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Ar
   """
   rng = jax.random.fold_in(rng, state.step)
   aug_rng, shuffle_rng = jax.random.split(rng)
-  x1, x2 = common.augmented_views(aug_rng, common.to_float_images(batch["image"]), hp.image_size)
+  x1, x2 = common.augmented_views(aug_rng, common.to_float_images(batch["image"]), hp.image_size,
+                                  hp.views)
   momentum_params, momentum_stats, keys, global_keys = key_network_forward(
       state, x2, shuffle_rng, nets=nets, hp=hp)
 

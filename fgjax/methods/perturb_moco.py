@@ -141,7 +141,7 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
   aug_rng, shuffle_rng, noise_rng = jax.random.split(rng, 3)
   x01 = common.to_float_images(batch["image"])
   x = augment.normalize(common.clean_view(x01, hp.image_size))  # non-augmented (L_R target, Grad-CAM, bank)
-  x1, x2 = common.augmented_views(aug_rng, x01, hp.image_size)
+  x1, x2 = common.augmented_views(aug_rng, x01, hp.image_size, hp.views)
   b = x.shape[0]
   groups = hp.local_bn_groups
 

@@ -56,7 +56,7 @@ def perturb_simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], 
   aug_rng, noise_rng = jax.random.split(rng)
   x01 = common.to_float_images(batch["image"])
   x = augment.normalize(common.clean_view(x01, hp.image_size))
-  x1, x2 = common.augmented_views(aug_rng, x01, hp.image_size)
+  x1, x2 = common.augmented_views(aug_rng, x01, hp.image_size, hp.views)
   groups = hp.local_bn_groups
   noise_keys = common.example_keys(noise_rng, x.shape[0])
 

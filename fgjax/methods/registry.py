@@ -54,6 +54,7 @@ class Setup:
   tx: optax.GradientTransformation
   decoder_tx: optax.GradientTransformation | None
   init_state: Callable[[jax.Array], Any]
+  joint_steps: int = 1  # length of the schedules (learning rate, EMA momentum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,14 +96,14 @@ def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *,
     steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else len(train_source))
     tx = optim.supervised_optimizer(cfg, steps)
     return Setup(nets=nets, tx=tx, decoder_tx=None,
-                 init_state=functools.partial(module.create_state, cfg, nets, tx=tx))
+                 init_state=functools.partial(module.create_state, cfg, nets, tx=tx), joint_steps=steps)
   nets = ssl_common.build_networks(cfg)
   joint_steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else
                                               config_lib.num_train_examples(cfg) or cfg.data.global_batch_size)
   tx = optim.joint_optimizer(cfg, joint_steps)
   decoder_tx = optim.decoder_optimizer(cfg) if cfg.method in config_lib.PERTURB_METHODS else None
   init_state = functools.partial(_CREATE_STATE[cfg.method], cfg, nets, tx=tx, decoder_tx=decoder_tx)
-  return Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state)
+  return Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state, joint_steps=joint_steps)
 
 
 def hparams(cfg: ml_collections.ConfigDict, s: Setup, num_devices: int) -> Any:
@@ -111,7 +112,8 @@ def hparams(cfg: ml_collections.ConfigDict, s: Setup, num_devices: int) -> Any:
     return supcon.hparams_from_config(cfg, s.nets, num_devices)
   if cfg.method in supervised_config.METHODS:
     return base_indi.hparams_from_config(cfg, s.nets, num_devices)
-  return moco.hparams_from_config(cfg, num_devices)
+  return moco.hparams_from_config(cfg, num_devices, joint_steps=s.joint_steps,
+                                 pretrain_steps=pretrain_steps(cfg))
 
 
 def pretrain_steps(cfg: ml_collections.ConfigDict) -> int:

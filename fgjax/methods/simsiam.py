@@ -81,7 +81,8 @@ def simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax
   two forward calls in the official code).
   """
   rng = jax.random.fold_in(rng, state.step)
-  x1, x2 = common.augmented_views(rng, common.to_float_images(batch["image"]), hp.image_size)
+  x1, x2 = common.augmented_views(rng, common.to_float_images(batch["image"]), hp.image_size,
+                                  hp.views)
   groups = hp.local_bn_groups
 
   def loss_fn(params):

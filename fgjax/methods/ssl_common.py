@@ -157,13 +157,44 @@ def to_float_images(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
-def augmented_views(rng: jax.Array, images01: jax.Array,
-                    image_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """Two MoCo v2 aug+ views ``x' = T1(x), x'' = T2(x)`` (normalised), ``[b, S, S, 3]`` each.
+@dataclasses.dataclass(frozen=True)
+class ViewAugmentation:
+  """The two-view augmentation of the SSL methods (static, hashable); defaults: MoCo v2 aug+.
+
+  The config's ``augment`` block (:func:`from_config`); the small-image recipes
+  change strengths and probabilities, never the order of the steps
+  (`fgjax.data.augment.mocov2_augment`).
+  """
+
+  crop_scale: tuple[float, float] = (0.2, 1.0)
+  jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+  jitter_prob: float = 0.8
+  grayscale_prob: float = 0.2
+  blur_prob: float = 0.5
+  flip_prob: float = 0.5
+
+  @classmethod
+  def from_config(cls, a: ml_collections.ConfigDict) -> "ViewAugmentation":
+    return cls(crop_scale=tuple(float(x) for x in a.scale),
+               jitter_strength=tuple(float(x) for x in a.jitter),
+               jitter_prob=float(a.jitter_prob), grayscale_prob=float(a.grayscale_prob),
+               blur_prob=float(a.blur_prob), flip_prob=0.5 if a.flip else 0.0)
+
+  def apply(self, key: jax.Array, image01: jax.Array, out_size: int | None = None) -> jax.Array:
+    """One augmented view of one image ``[H, W, 3]`` in [0, 1] (not normalised)."""
+    return augment.mocov2_augment(
+        key, image01[None], crop_scale=self.crop_scale, jitter_strength=self.jitter_strength,
+        jitter_prob=self.jitter_prob, grayscale_prob=self.grayscale_prob, blur_prob=self.blur_prob,
+        flip_prob=self.flip_prob, out_size=out_size)[0]
+
+
+def augmented_views(rng: jax.Array, images01: jax.Array, image_size: int | None = None,
+                    views: ViewAugmentation = ViewAugmentation()) -> tuple[jax.Array, jax.Array]:
+  """Two views ``x' = T1(x), x'' = T2(x)`` (normalised), ``[b, S, S, 3]`` each.
 
   ``images01`` is the host's base image ``[b, H, W, 3]`` (H = W = data.base_size,
   the training size or larger); each view is a random resized crop of it at
-  ``image_size`` (None: H).
+  ``image_size`` (None: H), then the rest of ``views`` (default: MoCo v2 aug+).
   """
   rng1, rng2 = jax.random.split(rng)
   b = images01.shape[0]
@@ -171,8 +202,8 @@ def augmented_views(rng: jax.Array, images01: jax.Array,
 
   def one_view(key):
     keys = example_keys(key, b)
-    views = jax.vmap(lambda k, im: augment.mocov2_augment(k, im[None], out_size=size)[0])(keys, images01)
-    return augment.normalize(views)
+    out = jax.vmap(lambda k, im: views.apply(k, im, size))(keys, images01)
+    return augment.normalize(out)
 
   return one_view(rng1), one_view(rng2)
 

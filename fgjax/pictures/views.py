@@ -110,10 +110,12 @@ def _no_sync_bn(nets: ssl_common.Networks) -> ssl_common.Networks:
 
 
 def _positive_view(run: Run, x01: jax.Array, seed: int) -> jax.Array:
-  """``x'' = T(x)``: one seeded MoCo v2 aug+ view per image (normalised), the positive of Eq. 3."""
+  """``x'' = T(x)``: one seeded view per image (normalised) with the run's own augmentation
+  (its ``augment`` block), the positive of Eq. 3."""
   base = jax.random.PRNGKey(seed)
   keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(x01.shape[0]))
-  views = jax.vmap(lambda k, im: augment.mocov2_augment(k, im[None])[0])(keys, x01)
+  view = ssl_common.ViewAugmentation.from_config(run.cfg.augment)
+  views = jax.vmap(view.apply)(keys, x01)
   return augment.normalize(views)
 
 
