@@ -30,6 +30,7 @@ from fgjax import precision
 from fgjax import profiling
 from fgjax.data import pipeline
 from fgjax.evaluate import checkpoint_eval
+from fgjax.evaluate import curves
 from fgjax.evaluate import report
 from fgjax.methods import registry
 
@@ -126,6 +127,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     config_lib.ConfigError, WorkdirError, NonFiniteLossError.
   """
   # ---- config and workdir (before anything compiles)
+  started = time.perf_counter()
   mesh = parallel.make_mesh(devices)
   num_devices = mesh.size
   config_lib.validate(cfg, num_devices=num_devices, num_processes=jax.process_count())
@@ -285,7 +287,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         "devices": num_devices,
         "seed": cfg.seed,
     }
-    report.write_results(workdir, results, title=f"fgjax {cfg.method}")
+    # This process's time from the config check to here (a resumed run: this part only).
+    results["run"]["wall time s"] = round(time.perf_counter() - started, 1)
+    curve = curves.write_curve(workdir, title=f"fgjax {cfg.method}, seed {cfg.seed}: online kNN")
+    results["run"]["learning curve"] = (
+        "knn_curve.png" if curve else "no kNN monitor points (eval.knn_every = 0 or too few steps)")
+    results["curve"] = curve
+    report.write_results(workdir, results, title=f"fgjax {cfg.method}", curve=curve)
     if cfg.eval.pictures:
       from fgjax.pictures import make as pictures
       pictures.write_for_state(cfg, nets, host, data, workdir)

@@ -30,17 +30,69 @@ def _table(sections: dict[str, dict[str, Any]]) -> list[str]:
   return lines
 
 
-def write_results(workdir: str, results: dict[str, Any], *, title: str) -> None:
+# The bar of "learned" (fractions): trained minus random init on kNN and the linear probe.
+LEARNED_BAR = {"fine": 0.05, "super": 0.10}
+_HEADLINE = (("knn", "kNN top-1"), ("probe100_top1", "linear probe, 100 % labels"), ("map", "mAP"))
+
+
+def _headline_key(metric: str, level: str, trained: dict[str, Any]) -> str | None:
+  if metric == "knn":
+    ks = sorted(int(k[3:].split("_")[0]) for k in trained if k.startswith("knn") and k.endswith(f"_top1_{level}"))
+    return f"knn{ks[0]}_top1_{level}" if ks else None
+  key = f"{metric}_{level}"
+  return key if key in trained else None
+
+
+def headline(trained: dict[str, Any], random_init: dict[str, Any]) -> list[str]:
+  """The short table that opens results.md (trained, random init, difference) and a verdict.
+
+  The verdict reads "learned" when the trained encoder beats the same encoder
+  at random init by at least ``LEARNED_BAR`` on both kNN and the linear probe
+  at every label level the data has, "not learned" when it beats it on none of
+  them, "partly learned" otherwise.
+  """
+  rows, gains = [], []
+  for level in ("fine", "super"):
+    for metric, name in _HEADLINE:
+      key = _headline_key(metric, level, trained)
+      if key is None or key not in random_init:
+        continue
+      t, r = float(trained[key]), float(random_init[key])
+      rows.append(f"| {name}, {level} | {100 * r:.2f} | {100 * t:.2f} | {100 * (t - r):+.2f} |")
+      if metric != "map":
+        gains.append((level, name, t - r))
+  if not rows:
+    return []
+  met = [g >= LEARNED_BAR[level] for level, _, g in gains]
+  verdict = "learned" if all(met) else ("not learned" if not any(g > 0 for _, _, g in gains)
+                                         else "partly learned")
+  bar = ", ".join(f"{100 * v:g} points on {k}" for k, v in LEARNED_BAR.items())
+  detail = "; ".join(f"{level} {name.split(',')[0]} {100 * g:+.2f}" for level, name, g in gains)
+  return ["| protocol | random init | trained | difference |", "|---|---|---|---|", *rows, "",
+          f"**Verdict: {verdict}** ({detail}; the bar: kNN and probe up by at least {bar} classes).", ""]
+
+
+def write_results(workdir: str, results: dict[str, Any], *, title: str,
+                  curve: dict[str, float] | None = None) -> None:
   """Writes ``results.json`` (machine-readable) and ``results.md`` (a table per section).
 
   ``results`` maps a section name (e.g. ``'trained'``, ``'random_init'``) to a
   flat dict of metric -> value, plus an optional ``'run'`` section of run facts.
-  Fractions in [0, 1] are shown in percent in the Markdown table.
+  Fractions in [0, 1] are shown in percent in the Markdown table. With both a
+  ``'trained'`` and a ``'random_init'`` section, results.md opens with
+  :func:`headline`; ``curve`` (``curves.write_curve``'s summary) adds the
+  learning curve's line.
   """
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
-  sections = {k: v for k, v in results.items() if k != "run" and isinstance(v, dict)}
+  sections = {k: v for k, v in results.items() if k not in ("run", "curve") and isinstance(v, dict)}
   lines = [f"# {title}", ""]
+  if "trained" in sections and "random_init" in sections:
+    lines += headline(sections["trained"], sections["random_init"])
+  if curve:
+    gains = ", ".join(f"{k.rsplit('_', 1)[-1]} {100 * v:+.2f}" for k, v in curve.items())
+    lines += [f"Learning curve: `knn_curve.png` (online kNN monitor, step 0 = random init). "
+              f"Rise over the last quarter of the logged steps, in points: {gains}.", ""]
   if "run" in results:
     for key, value in results["run"].items():
       lines.append(f"- **{key}**: {value}")
