@@ -59,15 +59,18 @@ def test_bf16_loss_curve_matches_float32_within_noise(moco_curves):
   # Tolerance: bf16 keeps 8 significant bits, a relative rounding of up to
   # 2**-8 = 0.4 % per op; through the ~20 layers of the encoder and head these
   # add up like a random walk to ~1 % of the features, and an InfoNCE loss at
-  # temperature 0.2 moves by about as much (measured: 0.9 % at most over these
-  # steps, e.g. 3.30 vs 3.27). Allowed: 2 % of the loss, and at most 1/4 of the
-  # run-to-run noise a user sees -- the gap between two float32 runs with other
-  # seeds (other initial weights and augmentations; measured ~1.2).
+  # temperature 0.2 moves by about as much (measured on the first embedded data:
+  # 0.9 % at most over these steps). The images of data version 2 are more alike (one
+  # object colour, a flat background), so a batch's features and logits are closer
+  # together and the same rounding moves the loss further: measured 2.3 % at the
+  # first step (before any update) and 3.0 % at most. Allowed: 4 % of the loss, and
+  # at most 1/4 of the run-to-run noise a user sees -- the gap between two float32
+  # runs with other seeds (other initial weights and augmentations).
   seed_gap = np.max(np.abs(f32 - f32_other_seed))
   bf16_gap = np.abs(bf16 - f32)
   assert np.all(np.isfinite(bf16))
   assert np.max(bf16_gap) <= 0.25 * seed_gap, (f32, bf16, f32_other_seed)
-  assert np.max(bf16_gap / f32) <= 0.02, (f32, bf16)
+  assert np.max(bf16_gap / f32) <= 0.04, (f32, bf16)
   assert not np.array_equal(bf16, f32)  # bf16 really ran in bf16
 
 
