@@ -16,7 +16,7 @@ def main(runs_dir: str) -> None:
   runs = learning_table.find_runs(runs_dir)
   if not runs:
     sys.exit(f"no finished runs (<name>_seed<k>/results.json) under {runs_dir}")
-  text = learning_table.table(runs)
+  text = learning_table.summary(runs) + "\n" + learning_table.table(runs)
   with open(os.path.join(runs_dir, "learning.md"), "w") as f:
     f.write(text)
   learning_table.draw_curves(runs, os.path.join(runs_dir, "learning_curves.png"))

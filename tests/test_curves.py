@@ -83,5 +83,7 @@ def test_learning_table_over_seeds(tmp_path):
   text = learning_table.table(runs)
   assert "| 0 | 20.00 (10.00) +10.00 |" in text and "2.0 min" in text
   assert "difference 15.00 ± 7.07" in text  # mean +- std of +10 and +20 points
+  summary = learning_table.summary(runs)
+  assert "| moco (2) | 2.0-2.0 min | 25.0 (+15.0 ± 7.1; +10.0 .. +20.0) | 45.0 (+15.0 ± 7.1; +10.0 .. +20.0) |" in summary
   learning_table.draw_curves(runs, os.path.join(tmp_path, "curves.png"))
   assert os.path.getsize(os.path.join(tmp_path, "curves.png")) > 10_000

@@ -3,9 +3,11 @@
 A run directory written by ``fgjax.main`` holds ``results.json`` with a
 ``trained`` and a ``random_init`` section (the same encoder before training, same
 protocol), ``metrics.jsonl`` with the online kNN monitor, and the run's wall time
-in ``results.json['run']['wall time s']`` when the launcher recorded it. This
+in ``results.json['run']['wall time s']`` (written by ``fgjax.train``). This
 module gathers runs named ``<name>_seed<k>`` under one directory into
 
+* a summary table: per name, the trained value (mean over seeds) and its
+  difference to random init (mean +- std; smallest .. largest), and the wall time;
 * a Markdown table: per name, per seed, the trained value, the random-init value
   and their difference for kNN, the 100 % linear probe and mAP (fine and super),
   with mean +- std over seeds, and the rise of the kNN curve over the last quarter
@@ -59,11 +61,47 @@ def _mean_std(values: list[float]) -> str:
   return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
+def _load(seeds: dict[int, str]) -> dict[int, dict[str, Any]]:
+  return {s: json.load(open(os.path.join(p, "results.json"))) for s, p in sorted(seeds.items())}
+
+
+def summary(runs: dict[str, dict[int, str]]) -> str:
+  """One row per name: trained mean (difference to random init: mean +- std; min .. max)."""
+  rows, header = [], None
+  for name, seeds in runs.items():
+    results = _load(seeds)
+    first = next(iter(results.values()))
+    if "random_init" not in first:
+      continue
+    keys = _metric_keys(first["trained"])
+    if header is None:
+      header = ["name (seeds)", "wall time per run"] + [label for label, _ in keys]
+    walls = [float(r["run"]["wall time s"]) / 60 for r in results.values()
+             if "wall time s" in r.get("run", {})]
+    wall = "-" if not walls else (f"{walls[0]:.1f} min" if len(walls) == 1 else
+                                   f"{min(walls):.1f}-{max(walls):.1f} min")
+    cells = [f"{name} ({len(results)})", wall]
+    for _, key in keys:
+      trained = [100 * r["trained"][key] for r in results.values()]
+      diffs = [100 * (r["trained"][key] - r["random_init"][key]) for r in results.values()]
+      if len(diffs) == 1:
+        cells.append(f"{trained[0]:.1f} ({diffs[0]:+.1f})")
+        continue
+      cells.append(f"{statistics.mean(trained):.1f} ({statistics.mean(diffs):+.1f} ± "
+                   f"{statistics.stdev(diffs):.1f}; {min(diffs):+.1f} .. {max(diffs):+.1f})")
+    rows.append("| " + " | ".join(cells) + " |")
+  if header is None:
+    return ""
+  return "\n".join(["Each cell: trained value, mean over seeds (difference to random init, in points: "
+                    "mean ± std; smallest .. largest; one seed: the difference).", "",
+                    "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + rows) + "\n"
+
+
 def table(runs: dict[str, dict[int, str]]) -> str:
   """The Markdown report of :func:`find_runs`' runs (see the module docstring)."""
   lines = []
   for name, seeds in runs.items():
-    results = {s: json.load(open(os.path.join(p, "results.json"))) for s, p in sorted(seeds.items())}
+    results = _load(seeds)
     first = next(iter(results.values()))
     if "random_init" not in first:
       lines += [f"### {name}", "", "(no random-init evaluation in these runs)", ""]
