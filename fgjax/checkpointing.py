@@ -1,12 +1,26 @@
-"""orbax checkpoints of the whole train state plus the data position."""
+"""orbax checkpoints of the whole train state plus the data position, verified on restore.
+
+A step folder counts as a checkpoint only when it is complete (:data:`REQUIRED_FILES`):
+a SIGKILL during orbax's removal of an old step leaves a half-deleted folder
+that would otherwise still be listed. Restoring reads every array; a step that
+cannot be read (a deleted or truncated array file, damaged metadata) is
+*damaged*, and :meth:`Checkpointer.restore_latest_good` falls back to the step
+before it, naming the damage in one line.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+from fgjax import workdir as workdir_lib
 
 
 def tree_path(path) -> str:
@@ -41,6 +55,20 @@ def shape_mismatch(expected: Any, saved: dict[str, tuple[tuple[int, ...], str]])
   return None
 
 
+# Files every complete step has (orbax writes them last, at the commit).
+REQUIRED_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/manifest.ocdbt", "data/metadata")
+DAMAGED_DIR = "damaged_checkpoints"  # under the workdir: damaged steps are moved here, not deleted
+
+
+class CheckpointError(workdir_lib.WorkdirError):
+  """A checkpoint step cannot be used (incomplete, damaged, disk full); the message names the step and why."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+  return f"{type(e).__name__}: {text}"[:300]
+
+
 class Checkpointer:
   """``CheckpointManager`` over ``<workdir>/checkpoints``.
 
@@ -57,33 +85,139 @@ class Checkpointer:
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
-  def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+  def missing_files(self, step: int) -> list[str]:
+    """The :data:`REQUIRED_FILES` that step ``step``'s folder lacks (empty: complete)."""
+    folder = os.path.join(self.directory, str(step))
+    return [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(folder, name))]
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
+    """The complete steps, oldest first (half-written or half-deleted folders are not steps)."""
+    return sorted(s for s in self._manager.all_steps() if not self.missing_files(s))
+
+  def incomplete_steps(self) -> list[int]:
+    return sorted(s for s in self._manager.all_steps() if self.missing_files(s))
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
 
   def state_shapes(self, step: int) -> dict[str, tuple[tuple[int, ...], str]]:
     """``'params/encoder/conv_init/kernel' -> (shape, dtype name)`` of every saved array."""
-    metadata = self._manager.item_metadata(step)["state"]
+    try:
+      metadata = self._manager.item_metadata(step)["state"]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged "
+                            f"(its metadata: {_first_line(e)})") from None
     return {tree_path(path): (tuple(leaf.shape), str(leaf.dtype))
             for path, leaf in jax.tree_util.tree_flatten_with_path(metadata)[0]}
 
   def save(self, step: int, state: Any, *, data_position: int) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({"data_position": int(data_position)})))
+    """Starts an (asynchronous) save of ``step``; a full disk is a :class:`CheckpointError`."""
+    with self._disk_full_is_one_line(step):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave({"data_position": int(data_position)})))
+
+  def _size_of_latest(self) -> int:
+    latest = self.latest_step()
+    if latest is None:
+      return 0
+    total = 0
+    for root, _, files in os.walk(os.path.join(self.directory, str(latest))):
+      total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+  @contextlib.contextmanager
+  def _disk_full_is_one_line(self, step: int):
+    """An out-of-space error while saving becomes one line with the space needed."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (tensorstore wraps OSError in its own types)
+      if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
+        raise
+      try:  # a save still in flight finishes (or fails) first: report what is on disk
+        self._manager.wait_until_finished()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      free = shutil.disk_usage(self.directory).free
+      raise CheckpointError(
+          f"disk full: cannot write checkpoint step {step} in {self.directory} ({free / 2**20:.0f} MiB "
+          f"free; a checkpoint of this run takes about {self._size_of_latest() / 2**20:.0f} MiB); "
+          f"the newest saved step {self.latest_step()} is kept; free some space and rerun to resume") from None
 
   def restore(self, step: int, target_state: Any) -> tuple[Any, int]:
-    """Restores ``step`` into the shapes, dtypes and shardings of ``target_state``."""
+    """Restores ``step`` into the shapes, dtypes and shardings of ``target_state``.
+
+    Raises:
+      CheckpointError: the step is incomplete or cannot be read, with the cause.
+    """
+    missing = self.missing_files(step)
+    if missing:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is incomplete "
+                            f"(no {', '.join(missing)})")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+      position = int(restored["data"]["data_position"])
+    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged "
+                            f"({_first_line(e)})") from None
+    return restored["state"], position
+
+  def read(self, step: int) -> tuple[Any, int]:
+    """Step ``step`` as saved (host arrays, no target structure): ``(state tree, data position)``."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
     return restored["state"], int(restored["data"]["data_position"])
 
-  def wait(self) -> None:
+  def restore_latest_good(self, target_state: Any) -> tuple[Any, int, int] | None:
+    """The newest step that restores: ``(state, data position, step)``, or None without steps.
+
+    Each damaged newer step is logged in one line and moved to
+    ``<workdir>/damaged_checkpoints/`` (kept for inspection, out of orbax's way:
+    the resumed run will save that step number again).
+
+    Raises:
+      CheckpointError: steps exist but none restores.
+    """
+    damaged = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, position = self.restore(step, target_state)
+      except CheckpointError as e:
+        logging.warning("%s; trying the step before it", e)
+        damaged.append((step, str(e)))
+        continue
+      for bad, _ in damaged:
+        self.quarantine(bad)
+      if damaged:
+        logging.warning("resuming from checkpoint step %d; damaged step(s) %s moved to %s", step,
+                        [bad for bad, _ in damaged], os.path.join(os.path.dirname(self.directory), DAMAGED_DIR))
+      return state, position, step
+    if damaged:
+      raise CheckpointError(f"no checkpoint in {self.directory} can be restored: "
+                            + "; ".join(reason for _, reason in damaged))
+    return None
+
+  def quarantine(self, step: int) -> str:
+    """Moves step ``step``'s folder to ``<workdir>/damaged_checkpoints/<step>[.k]``; returns the path."""
     self._manager.wait_until_finished()
+    target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+    os.makedirs(target_dir, exist_ok=True)
+    target, k = os.path.join(target_dir, str(step)), 1
+    while os.path.exists(target):
+      target, k = os.path.join(target_dir, f"{step}.{k}"), k + 1
+    shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()  # orbax caches the step list
+    return target
+
+  def wait(self) -> None:
+    with self._disk_full_is_one_line(self._manager.latest_step() or 0):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()

@@ -9,7 +9,11 @@ silently ignored attribute hours into a run.
 Presets (comma-separated, applied left to right):
 
 * ``(none)``   -- the CPU default: quarter-width ResNet-18, 32 px embedded
-                  *patches* data, sized to finish in a few minutes on 2 cores.
+                  *patches* data (version 2), the small-image recipe of
+                  docs/recipes.md (batch 64, lr 0.3 per 256 -- SimSiam 0.5 --
+                  with 20 warm-up steps and cosine decay, EMA momentum 0.99 ->
+                  0.999, half of aug+'s colour jitter and no blur, 800 steps):
+                  about 9 minutes for Perturb-MoCo, 3 for MoCo on 2 cores.
 * ``cub200``   -- the paper's settings (ResNet-50, 224 px, batch 128, 100 epochs,
                   D = 5632, alpha = 1, nu = 0.5, eps_g = 0.1, eps_var = 0.05,
                   kappa = 0.02, K = 65536, m = 0.999, tau = 0.2, lr 0.03 per 256,
@@ -24,7 +28,16 @@ Presets (comma-separated, applied left to right):
 * ``bf16``     -- bfloat16 compute, float32 parameters/optimizer/BN statistics/losses
                   (``model.dtype``; fgjax/precision.py). For TPUs and GPUs of compute
                   capability >= 8.0; on a CPU without AVX512-BF16/AMX it is emulated.
-* ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
+* ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs):
+                  image size, batch, model, schedule, evaluation. It keeps the
+                  data source an earlier preset chose (``folder,runlocal`` is a
+                  smoke run on your folder, all of it: two epochs), so it goes
+                  last; ``runlocal,cub200`` is refused (cub200 would undo it).
+
+Presets that would silently override each other are refused (ConfigError, one
+line): two that choose the data set (``cub200``, ``folder``) or the model
+(those two and ``fullwidth``), and ``cub200`` or ``folder`` after ``runlocal``
+or ``no_pairs`` (they would reset the sizes or nu those set: give them first).
 """
 
 from __future__ import annotations
@@ -204,6 +217,10 @@ def data_config() -> ml_collections.ConfigDict:
   d.test_split = "test"
   d.super_map = ""  # file: fine class <tab|comma> super class, one per line
   d.skip_corrupt = False  # True: unreadable images are skipped, counted and reported
+  # Image files of more pixels are unreadable (an error naming the file, or a skip
+  # with skip_corrupt); the default is PIL's decompression-bomb warning threshold
+  # (fgjax.data.records.MAX_IMAGE_PIXELS = 89,478,485, about 9459 x 9459).
+  d.max_image_pixels = 89_478_485
   d.base_size = 0  # side of the host's training image (0: image_size); aug+ crops from it
   d.eval_crop_fraction = 0.875  # eval: shorter side to image_size / this, centre crop
   return d
@@ -268,7 +285,7 @@ def validate_eval(e: ml_collections.ConfigDict, prefix: str = "eval") -> None:
   check_known_fields(e, eval_config(), prefix=prefix + ".")
   require(len(e.knn_ks) >= 1 and all(int(k) >= 1 for k in e.knn_ks), f"{prefix}.knn_ks",
            f"needs at least one k and every k >= 1, got {tuple(e.knn_ks)}")
-  require(e.knn_temperature > 0, f"{prefix}.knn_temperature", f"must be > 0, got {e.knn_temperature}")
+  require_positive(e.knn_temperature, f"{prefix}.knn_temperature")
   require(e.knn_every >= 0, f"{prefix}.knn_every", f"must be >= 0 (0 = off), got {e.knn_every}")
   for field in ("recall_ks", "rank_ks"):
     require(all(int(k) >= 1 for k in e[field]), f"{prefix}.{field}",
@@ -278,21 +295,49 @@ def validate_eval(e: ml_collections.ConfigDict, prefix: str = "eval") -> None:
            f"every label fraction must be in (0, 1], got {tuple(e.probe_fractions)}")
   for field in ("probe_epochs", "probe_batch_size", "chunk_size", "batch_size"):
     require(e[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {e[field]}")
-  require(e.probe_learning_rate > 0, f"{prefix}.probe_learning_rate", "must be > 0")
-  require(e.probe_weight_decay >= 0, f"{prefix}.probe_weight_decay", "must be >= 0")
+  require_positive(e.probe_learning_rate, f"{prefix}.probe_learning_rate")
+  require_nonnegative(e.probe_weight_decay, f"{prefix}.probe_weight_decay")
   require(e.outlier_level in ("", "auto", "fine", "super"), f"{prefix}.outlier_level",
            f"expected '', 'auto', 'fine' or 'super', got {e.outlier_level!r}")
   require(not e.pictures or importlib.util.find_spec("matplotlib") is not None, f"{prefix}.pictures",
           "the pictures need matplotlib: pip install -e '.[plots]' (or eval.pictures=False)")
 
 
-def split_presets(preset: str | None, known: Any = None) -> list[str]:
-  """``'a,b'`` -> ``['a', 'b']``, each checked against ``known`` (default: the SSL presets)."""
-  known = _PRESET_FNS if known is None else known
+def split_presets(preset: str | None, known: Any = None, *, exclusive: dict[str, tuple[str, ...]] | None = None,
+                  undone_by: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+  """``'a,b'`` -> ``['a', 'b']``, each checked against ``known`` (default: the SSL presets and their rules).
+
+  Presets apply left to right, each overwriting the fields it sets, so some
+  combinations would silently drop what an earlier one chose. Those raise:
+
+  Args:
+    exclusive: ``{what: presets}``: at most one of ``presets`` may be given, as
+      each chooses ``what`` (the data set, the model, the objective).
+    undone_by: ``{preset: later}``: the presets of ``later`` reset fields that
+      ``preset`` sets (e.g. ``cub200`` resets the sizes ``runlocal`` shrinks),
+      so they may not come after it.
+
+  Raises:
+    ConfigError: an unknown preset, or a combination that would override itself.
+  """
+  if known is None:
+    known = _PRESET_FNS
+    exclusive = _EXCLUSIVE_PRESETS if exclusive is None else exclusive
+    undone_by = _UNDONE_BY if undone_by is None else undone_by
   names = [p.strip() for p in (preset or "").split(",") if p.strip()]
   for name in names:
     if name not in known:
       raise ConfigError(f"unknown preset {name!r}: expected one of {sorted(known)}")
+  for what, group in (exclusive or {}).items():
+    chosen = list(dict.fromkeys(n for n in names if n in group))
+    if len(chosen) > 1:
+      raise ConfigError(f"presets {chosen[0]!r} and {chosen[1]!r} both choose the {what} "
+                        f"(the later one would silently replace the earlier); keep one")
+  for i, name in enumerate(names):
+    later = [n for n in names[i + 1:] if n in (undone_by or {}).get(name, ())]
+    if later:
+      raise ConfigError(f"preset {later[0]!r} after {name!r} would silently undo {name!r} (it resets "
+                        f"the fields {name!r} sets); give {later[0]!r} first: {later[0]},{name}")
   return names
 
 
@@ -340,9 +385,14 @@ def _preset_cub200(c: ml_collections.ConfigDict) -> None:
 
 
 def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
-  """Shrinks any config to a few seconds of compute (tests, smoke runs)."""
-  c.data.name = "patches"
+  """Shrinks any config to a few seconds of compute (tests, smoke runs).
+
+  The data source stays the one chosen before (the embedded patches by
+  default; a folder or tfds set of an earlier preset: all of its images);
+  the embedded data's sizes are shrunk, which a real source ignores.
+  """
   c.data.image_size = 16
+  c.data.base_size = 0
   c.data.num_super = 2
   c.data.fine_per_super = 2
   c.data.train_per_class = 8
@@ -411,6 +461,11 @@ _PRESET_FNS = {"cub200": _preset_cub200, "folder": _preset_folder,
                "gradcam_only": _preset_gradcam_only, "lowvar_only": _preset_lowvar_only,
                "no_pairs": _preset_no_pairs, "fullwidth": _preset_fullwidth, "runlocal": _preset_runlocal,
                "bf16": _preset_bf16}
+# Presets that choose the same thing (split_presets refuses two of one group) ...
+_EXCLUSIVE_PRESETS = {"data set": ("cub200", "folder"), "model": ("cub200", "folder", "fullwidth")}
+# ... and those that would undo another if they came after it (the paper's settings
+# reset runlocal's sizes and no_pairs' nu).
+_UNDONE_BY = {"runlocal": ("cub200", "folder"), "no_pairs": ("cub200", "folder")}
 
 
 # ----------------------------------------------------------------------------
@@ -496,6 +551,21 @@ def require(condition: bool, field: str, message: str) -> None:
     raise ConfigError(f"config field {field!r}: {message}")
 
 
+def is_finite_number(value: Any) -> bool:
+  """An int or float (not a bool) that is neither NaN nor infinite."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def require_positive(value: Any, field: str) -> None:
+  """A learning rate, temperature, ...: a finite number > 0 (``inf``, ``nan``, 0, -1 are errors)."""
+  require(is_finite_number(value) and value > 0, field, f"must be a finite number > 0, got {value!r}")
+
+
+def require_nonnegative(value: Any, field: str) -> None:
+  """A weight or decay: a finite number >= 0."""
+  require(is_finite_number(value) and value >= 0, field, f"must be a finite number >= 0, got {value!r}")
+
+
 def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
   """Checks a training config for unknown fields and impossible values.
 
@@ -529,7 +599,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   require(d.image_size % (2 ** m.decoder_upsamples) == 0, "model.decoder_upsamples",
            f"image_size {d.image_size} is not divisible by 2**{m.decoder_upsamples}")
 
-  require(mo.temperature > 0, "moco.temperature", f"must be > 0, got {mo.temperature}")
+  require_positive(mo.temperature, "moco.temperature")
   require(0.0 <= mo.momentum <= 1.0, "moco.momentum", f"must be in [0, 1], got {mo.momentum}")
   require(0.0 <= mo.final_momentum <= 1.0, "moco.final_momentum",
           f"must be in [0, 1], got {mo.final_momentum}")
@@ -549,10 +619,10 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
     require(p.bank_size >= gb and p.bank_size % gb == 0, "perturb.bank_size",
              f"D={p.bank_size} must be a positive multiple of the global batch {gb}")
     for field in ("alpha", "nu", "eps_g", "eps_var", "kappa"):
-      require(p[field] >= 0 and math.isfinite(p[field]), f"perturb.{field}", f"must be >= 0, got {p[field]}")
-    require(p.pair_temperature > 0, "perturb.pair_temperature", f"must be > 0, got {p.pair_temperature}")
+      require_nonnegative(p[field], f"perturb.{field}")
+    require_positive(p.pair_temperature, "perturb.pair_temperature")
     require(p.decoder_pretrain_steps >= 0, "perturb.decoder_pretrain_steps", "must be >= 0")
-    require(p.decoder_lr > 0, "perturb.decoder_lr", "must be > 0")
+    require_positive(p.decoder_lr, "perturb.decoder_lr")
 
   validate_augment(cfg.augment)
   require(o.schedule in ("cosine", "constant"), "optim.schedule", f"expected 'cosine' or 'constant', got {o.schedule!r}")
@@ -609,6 +679,10 @@ def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_proce
   require(0.0 < d.eval_crop_fraction <= 1.0, "data.eval_crop_fraction",
            f"must be in (0, 1], got {d.eval_crop_fraction}")
   require(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+  from fgjax.data import records
+  require(isinstance(d.max_image_pixels, int) and 1 <= d.max_image_pixels <= records.MAX_IMAGE_PIXELS_LIMIT,
+          "data.max_image_pixels", f"must be an integer in [1, {records.MAX_IMAGE_PIXELS_LIMIT}] (PIL refuses "
+          f"larger images itself), got {d.max_image_pixels!r}")
   require(d.name not in ("folder", "cub_layout") or bool(d.root), "data.root",
            f"data.name={d.name!r} needs the data directory, e.g. --config.data.root=/data/cub")
 
@@ -616,10 +690,11 @@ def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_proce
 def validate_optim_and_loop(cfg: ml_collections.ConfigDict) -> None:
   """Checks of the SGD fields every method has and of the ``train`` block."""
   o, t = cfg.optim, cfg.train
-  require(o.base_lr > 0, "optim.base_lr", f"must be > 0, got {o.base_lr}")
-  require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+  require_positive(o.base_lr, "optim.base_lr")
+  require_positive(o.lr_batch_base, "optim.lr_batch_base")
+  require_nonnegative(o.weight_decay, "optim.weight_decay")
   require(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
-  require(o.num_epochs > 0, "optim.num_epochs", f"must be > 0, got {o.num_epochs}")
+  require_positive(o.num_epochs, "optim.num_epochs")
   require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
   require(t.log_every >= 1, "train.log_every", "must be >= 1")
   require(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")

@@ -1,15 +1,21 @@
 r"""Command-line entry point: ``python -m fgjax.main --config=configs/x.py[:preset] --workdir=DIR``.
 
-Kept short on purpose: flags -> config -> ``train.train_and_evaluate``, or, for
+Kept short on purpose (the checks of the command line itself are in
+``fgjax.command_line``): flags -> config -> ``train.train_and_evaluate``, or, for
 ``configs/evaluate.py`` (``mode='evaluate'``), ``checkpoint_eval.evaluate_workdir``
 on an existing run, or for ``configs/pictures.py`` (``mode='pictures'``),
 ``pictures.make.make_pictures``. Errors a
 user can fix (a config field, the workdir, a NaN loss) end the run with one
-line naming the cause and exit status 2 (config/workdir) or 1 (NaN).
+line naming the cause and exit status 2 (config/workdir) or 1 (NaN). So do
+mistakes on the command line itself: no ``--config`` (the line lists the
+configs), a config file that does not load (it names the file and the cause:
+a syntax error, an exception in ``get_config``, an unknown preset), a bad
+``--config.x`` override, or a stray positional argument.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import app
@@ -17,11 +23,20 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from fgjax import command_line
 from fgjax import config_lib
 from fgjax import distributed
 
+
+def _error(message: str) -> None:
+  """Ends the run with one line on stderr and exit status 2."""
+  print(f"fgjax: error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/perturb_moco.py[:preset].",
                                           lock_config=True)
+flags.FLAGS["config"].parser = command_line.CheckedConfigFileParser(flags.FLAGS["config"].parser)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 # Multi-process runs (fgjax/distributed.py); each falls back to its FGJAX_* environment variable.
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start jax.distributed, detecting the cluster "
@@ -42,20 +57,14 @@ class _QuietLibraries:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  _check_command_line(argv)
+  from fgjax import preemption
   from fgjax import train  # JAX is imported here, after flag parsing
   from fgjax.data import records
   from fgjax.evaluate import checkpoint_eval
   from fgjax.pictures.draw import PicturesError
 
-  try:
-    cfg = _CONFIG.value
-    cfg.get("method")  # a config file that failed to load raises here
-  except OSError as e:  # ml_collections defers config-file load errors to here
-    cause = str(e).strip().splitlines()[-1].strip()
-    print(f"fgjax: error: cannot load --config: {cause}", file=sys.stderr)
-    sys.exit(2)
+  cfg = _CONFIG.value
   workdir = _WORKDIR.value or cfg.get("workdir", "")
   try:  # before anything creates JAX's backends
     cluster = distributed.maybe_initialize(
@@ -93,24 +102,48 @@ def main(argv):
   except train.NonFiniteLossError as e:
     print(f"fgjax: stopped: {where}{e}", file=sys.stderr)
     sys.exit(1)
+  except train.Preempted as e:  # SIGTERM/SIGINT: the current step is saved
+    print(f"fgjax: stopped: {where}{e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
+
+
+_HELP_OR_FLAGFILE = re.compile(r"^--?(\?|h|help|helpfull|helpshort|helpxml|flagfile)(=|$)")
+_CONFIG_FLAG = re.compile(r"^--?config(=|$)")
+
+
+def _check_command_line(argv) -> None:
+  """What absl parsed: no positional arguments, and a --config."""
+  if len(argv) > 1:
+    _error(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None:
+    _error(f"no --config given; {command_line.usage_line()}")
 
 
 def _parse_flags(argv):
-  """absl flag parsing, with config override errors turned into one line.
+  """absl flag parsing, with every command-line mistake turned into one line.
 
   ``--config.perturb.kapa=0.1`` (a field the config does not have) or a value of
-  the wrong type fails inside ml_collections' flag parser; the user gets the
-  field and the reason, not a traceback.
+  the wrong type fails inside ml_collections' flag parser, a config file that
+  does not load inside `_CheckedConfigFileParser`; the user gets the field or
+  the file and the reason, not a traceback. A missing ``--config`` is named
+  (with the list of configs) before the overrides of it could fail as unknown flags.
   """
+  args = list(argv[1:])
+  args = args[:args.index("--")] if "--" in args else args
+  if not any(_CONFIG_FLAG.match(a) or _HELP_OR_FLAGFILE.match(a) for a in args):
+    _error(f"no --config given; {command_line.usage_line()}")
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
+  except command_line.ConfigLoadError as e:
+    _error(str(e))
   except (AttributeError, KeyError, TypeError, ValueError, OSError, flags.Error) as e:
     text = str(e).replace("\\n", "\n").replace("\\'", "'")
     if "Traceback" in text:  # config-file load errors embed the loader's traceback
       text = text[text.rindex("Error: ") + len("Error: "):] if "Error: " in text else text
     reason = " ".join(text.split()).replace("'", "")
-    print(f"fgjax: error: bad command-line flag: {reason}", file=sys.stderr)
-    sys.exit(2)
+    _error(f"bad command-line flag: {reason}")
+  _check_command_line(argv)
+  return argv
 
 
 def run():

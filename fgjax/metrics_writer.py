@@ -9,14 +9,48 @@ from typing import Any
 import jax
 
 
-class MetricsWriter:
-  """Writes ``metrics.jsonl`` and ``tb/`` event files in the workdir (process 0 only)."""
+def drop_rows_after(path: str, step: int) -> int:
+  """Rewrites the JSON-lines file ``path`` without the rows of steps after ``step``; returns how many.
 
-  def __init__(self, workdir: str):
+  A resumed run redoes the steps after its checkpoint: their old rows (written
+  before the interruption) go, so that each step has its rows once. The file is
+  replaced atomically (a kill during the rewrite leaves the old file).
+  """
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path) as f:
+    for line in f:
+      try:
+        row_step = json.loads(line).get("step")
+      except ValueError:  # a line cut by a kill mid-write
+        dropped += 1
+        continue
+      if row_step is not None and row_step > step:
+        dropped += 1
+      else:
+        kept.append(line if line.endswith("\n") else line + "\n")
+  if dropped:
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+  return dropped
+
+
+class MetricsWriter:
+  """Writes ``metrics.jsonl`` and ``tb/`` event files in the workdir (process 0 only).
+
+  ``resume_step``: the step a resumed run starts from; rows of later steps are
+  dropped from ``metrics.jsonl`` first (TensorBoard shows the newest value of a
+  redone step).
+  """
+
+  def __init__(self, workdir: str, *, resume_step: int = 0):
     self._active = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     if self._active:
+      drop_rows_after(os.path.join(workdir, "metrics.jsonl"), resume_step)
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))

@@ -29,7 +29,12 @@ objective name, so ``configs/base_indi.py:eff,runlocal`` works):
                  (12 super / 22,634 fine), ResNet-18 at 224 px (ImageNet stem),
                  random-resized crop + flip, 90 epochs, lr 0.1 x0.1 at 30/60,
                  Recall@{1,10,100,1000}.
-* ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs).
+* ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs),
+                 keeping the data source an earlier preset chose; it goes last.
+
+Two presets that choose the same thing (the data set: ``cifar100``,
+``stanford_online_products``; the objective) are refused, as is a data set
+preset after ``runlocal`` (the later one would silently replace the earlier).
 """
 
 from __future__ import annotations
@@ -122,7 +127,8 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   c.eval.probe_fractions = (1.0,)
   c.eval.random_init_baseline = True  # the same encoder untrained: did it learn?
 
-  for name in config_lib.split_presets(preset, _PRESET_FNS):
+  for name in config_lib.split_presets(preset, _PRESET_FNS, exclusive=_EXCLUSIVE_PRESETS,
+                                      undone_by=_UNDONE_BY):
     _PRESET_FNS[name](c)
   return c
 
@@ -168,8 +174,7 @@ def _preset_sop(c: ml_collections.ConfigDict) -> None:
 
 
 def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
-  """Shrinks any config to a few seconds of compute (tests, smoke runs)."""
-  c.data.name = "patches"
+  """Shrinks any config to a few seconds of compute (tests, smoke runs); keeps the data source."""
   c.data.image_size = 16
   c.data.num_super = 2
   c.data.fine_per_super = 2
@@ -205,6 +210,9 @@ _PRESET_FNS = {"cifar100": _preset_cifar100, "stanford_online_products": _preset
                # objectives as presets: configs/base_indi.py:base, :fine, :indi, :eff
                "base": _objective("base"), "fine": _objective("fine"), "indi": _objective("indi"),
                "eff": _objective("base_indi_eff"), "base_indi": _objective("base_indi")}
+_EXCLUSIVE_PRESETS = {"data set": ("cifar100", "stanford_online_products"),
+                      "objective": ("base", "fine", "indi", "eff", "base_indi")}
+_UNDONE_BY = {"runlocal": ("cifar100", "stanford_online_products")}
 
 
 def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
@@ -212,7 +220,10 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
 
   Presets: ``ce``, ``supcon``, ``hcl`` (the objective); ``vit`` (a small ViT,
   AdamW); ``df20_mini`` (an image folder with a species -> genus map, ViT-S/16 at
-  224 px: ``--config.data.root=DIR --config.data.super_map=FILE``); ``runlocal``.
+  224 px: ``--config.data.root=DIR --config.data.super_map=FILE``); ``runlocal`` (last:
+  it shrinks sizes and keeps the data source). Two presets choosing the model
+  (``vit``, ``df20_mini``) or the objective are refused, as is ``df20_mini`` or
+  ``vit`` after ``runlocal``.
   The default: quarter-width ResNet-18 on the embedded two-level *hierarchy*
   data (``fgjax.data.hierarchy``: genus = super-class, species = fine class).
   """
@@ -273,7 +284,8 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.eval.probe_fractions = (1.0,)
   c.eval.random_init_baseline = True  # the same encoder untrained: did it learn?
 
-  for name in config_lib.split_presets(preset, _HCL_PRESET_FNS):
+  for name in config_lib.split_presets(preset, _HCL_PRESET_FNS, exclusive=_HCL_EXCLUSIVE_PRESETS,
+                                      undone_by=_HCL_UNDONE_BY):
     _HCL_PRESET_FNS[name](c)
   return c
 
@@ -307,8 +319,7 @@ def _preset_df20_mini(c: ml_collections.ConfigDict) -> None:
 
 
 def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
-  """Seconds of compute (tests, smoke runs)."""
-  c.data.name = "hierarchy"
+  """Seconds of compute (tests, smoke runs); keeps the data source (df20_mini's folder)."""
   c.data.image_size = 16
   c.data.num_super = 2
   c.data.fine_per_super = 2
@@ -332,6 +343,8 @@ def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
 
 _HCL_PRESET_FNS = {"vit": _preset_vit, "df20_mini": _preset_df20_mini, "runlocal": _preset_hcl_runlocal,
                    "ce": _objective("ce"), "supcon": _objective("supcon"), "hcl": _objective("hcl")}
+_HCL_EXCLUSIVE_PRESETS = {"model": ("vit", "df20_mini"), "objective": ("ce", "supcon", "hcl")}
+_HCL_UNDONE_BY = {"runlocal": ("df20_mini", "vit")}
 
 
 def config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
@@ -369,14 +382,14 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
             f"'pad' crops image_size from the padded training image; data.base_size={d.base_size} "
             "would change its size (use crop='resized')")
     bi = cfg.base_indi
-    require(bi.instance_weight > 0, "base_indi.instance_weight", f"must be > 0, got {bi.instance_weight}")
+    config_lib.require_positive(bi.instance_weight, "base_indi.instance_weight")
     require(bi.group_capacity >= 0, "base_indi.group_capacity",
             f"must be >= 0 (0 = auto), got {bi.group_capacity}")
   else:
     from fgjax import contrastive_losses
     s = cfg.supcon
-    require(s.temperature > 0, "supcon.temperature", f"must be > 0, got {s.temperature}")
-    require(s.base_temperature > 0, "supcon.base_temperature", f"must be > 0, got {s.base_temperature}")
+    config_lib.require_positive(s.temperature, "supcon.temperature")
+    config_lib.require_positive(s.base_temperature, "supcon.base_temperature")
     require(s.contrast_mode in contrastive_losses.CONTRAST_MODES, "supcon.contrast_mode",
             f"expected one of {contrastive_losses.CONTRAST_MODES}, got {s.contrast_mode!r}")
     require(0 < s.soft_weight < 1, "supcon.soft_weight", f"must be in (0, 1), got {s.soft_weight}")

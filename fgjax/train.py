@@ -8,6 +8,7 @@ evaluation -> results. The step functions themselves live at module level in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,17 +18,19 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from fgjax import checkpointing
 from fgjax import config_lib
 from fgjax import distributed
-from fgjax import fs
 from fgjax import metrics_writer
 from fgjax import optim
 from fgjax import parallel
 from fgjax import precision
+from fgjax import preemption
 from fgjax import profiling
+from fgjax import workdir as workdir_lib
 from fgjax.data import pipeline
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import curves
@@ -35,24 +38,20 @@ from fgjax.evaluate import report
 from fgjax.methods import registry
 
 
+# The NaN guard also stops when the global L2 norm of the parameters passes this
+# (an explosion that has not reached inf yet): a checkpoint is only written
+# after this check, so "the last good checkpoint" is good. Trained encoders here
+# have norms of tens to hundreds.
+MAX_PARAM_NORM = 1e6
+
+# Re-exported: callers catch train.WorkdirError, use train.prepare_workdir.
+WorkdirError = workdir_lib.WorkdirError
+prepare_workdir = workdir_lib.prepare
+Preempted = preemption.Preempted
+
+
 class NonFiniteLossError(RuntimeError):
-  """A loss term became NaN/inf; the message names the step and the term."""
-
-
-class WorkdirError(RuntimeError):
-  """The workdir cannot be created or written."""
-
-
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and checks that it is writable (a clear error if not)."""
-  if not workdir:
-    raise WorkdirError("no workdir given: pass --workdir=DIR (or --config.workdir=DIR)")
-  workdir = os.path.abspath(workdir)
-  try:
-    fs.ensure_writable_dir(workdir)
-  except OSError as e:
-    raise WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
-  return workdir
+  """A loss term became NaN/inf, or the parameters exploded; the message names the step and the term."""
 
 
 def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:
@@ -61,6 +60,9 @@ def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, 
       if not math.isfinite(value):
         return step, name
   return None
+
+
+_param_norm = jax.jit(lambda state: optax.tree.norm(state.params))
 
 
 class _Progress:
@@ -124,15 +126,27 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     The results dict written to ``results.json``.
 
   Raises:
-    config_lib.ConfigError, WorkdirError, NonFiniteLossError.
+    config_lib.ConfigError, WorkdirError (unwritable, in use by another run, or
+    holding checkpoints of another config), NonFiniteLossError,
+    checkpointing.CheckpointError (no checkpoint restores; disk full),
+    Preempted (SIGTERM/SIGINT: the current step was saved).
   """
-  # ---- config and workdir (before anything compiles)
+  # ---- config and workdir (before anything compiles or is written)
   started = time.perf_counter()
   mesh = parallel.make_mesh(devices)
-  num_devices = mesh.size
-  config_lib.validate(cfg, num_devices=num_devices, num_processes=jax.process_count())
+  config_lib.validate(cfg, num_devices=mesh.size, num_processes=jax.process_count())
   precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
-  workdir = prepare_workdir(workdir)
+  workdir = workdir_lib.prepare(workdir)
+  # Process 0 holds the lock for the processes of a multi-process run (one workdir).
+  with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    workdir_lib.check_resume_config(workdir, cfg)
+    return _train_and_evaluate(cfg, workdir, mesh, started)
+
+
+def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
+                        started: float) -> dict[str, Any]:
+  """:func:`train_and_evaluate` in a checked, locked workdir."""
+  num_devices = mesh.size
   profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
   logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
   is_main = jax.process_index() == 0
@@ -179,10 +193,20 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   start = 0
   results: dict[str, Any] = {}
   baseline_path = os.path.join(workdir, "random_init_eval.json")
+  for step in ckpt.incomplete_steps():
+    logging.warning("ignoring incomplete checkpoint folder %s/%d (missing %s)", ckpt.directory, step,
+                    ", ".join(ckpt.missing_files(step)))
   latest = ckpt.latest_step()
   if latest is not None:
-    state, start = ckpt.restore(latest, state)
-    logging.info("resumed from %s at step %d", ckpt.directory, start)
+    try:
+      problem = checkpointing.shape_mismatch(state, ckpt.state_shapes(latest))
+    except checkpointing.CheckpointError:
+      problem = None  # damaged metadata: restore_latest_good falls back to an older step
+    if problem:  # a config.json edited or lost: the guard above could not see it
+      raise WorkdirError(f"checkpoint step {latest} in {ckpt.directory} is of another model: {problem}; "
+                         "use another --workdir")
+    state, start, restored_step = ckpt.restore_latest_good(state)
+    logging.info("resumed from %s step %d (data position %d)", ckpt.directory, restored_step, start)
   elif cfg.eval.random_init_baseline and is_main:
     # The untrained encoder, evaluated with the same protocol: the floor.
     baseline = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data)
@@ -202,7 +226,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
                                              (joint_fn, last_step > max(start, pretrain_steps))) if fn and runs],
                         mesh, state, batches[start], step_rng)
   distributed.barrier("train_loop_start", timeout_s=distributed.EVALUATION_TIMEOUT_S)
-  writer = metrics_writer.MetricsWriter(workdir)
+  writer = metrics_writer.MetricsWriter(workdir, resume_step=start)
   progress = _Progress({"pretrain": pretrain_steps, "joint": total_steps}, cfg.data.global_batch_size)
   pending: list[tuple[int, Any]] = []
   last_saved = start
@@ -222,6 +246,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
       raise NonFiniteLossError(
           f"non-finite {term} at step {bad_step} (steps {fetched[0][0]}-{fetched[-1][0]} checked); "
           f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
+    norm = float(_param_norm(state))
+    if not norm < MAX_PARAM_NORM:  # (also catches NaN)
+      raise NonFiniteLossError(
+          f"parameter norm {norm:.3g} at step {step} exceeds {MAX_PARAM_NORM:.0e} (exploded); "
+          f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
     for s, scalars in fetched:
       writer.write(s, scalars)
     return fetched[-1][1] if fetched else {}
@@ -233,6 +262,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     logging.info("[monitor] step %d %s", step, " ".join(f"{k}={100 * v:.2f}%" for k, v in scalars.items()))
 
   lr_schedule = optim.learning_rate(cfg, joint_steps)
+  stop = preemption.StopRequest()
+  stop.install()
   try:
     progress.start_window()
     compiled_phase = set()
@@ -264,7 +295,20 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         flush(done)
         ckpt.save(done, state, data_position=done)
         last_saved = done
+      if stop.should_stop(done):
+        if last_saved != done:
+          flush(done)
+          ckpt.save(done, state, data_position=done)
+          last_saved = done
+        ckpt.wait()  # this save and any still in flight are on disk before we report them
+        raise Preempted(f"{stop.signal_name} at step {done} of {total_steps}: saved checkpoint step {done} "
+                        f"in {ckpt.directory}; rerun the same command to resume")
   finally:
+    stop.restore()
+    # Worker processes stopped now, not by garbage collection at interpreter exit
+    # (which raced with grain's own exit hook and printed a traceback after an error).
+    if hasattr(it, "close"):
+      it.close()
     profiler.close()
     ckpt.close()
     writer.close()

@@ -12,6 +12,7 @@
 #   LOG_DIR              where processes 1..N-1 write process_<i>.log (default: a new temp dir);
 #                        process 0 logs to this terminal (the others log warnings and errors only)
 #   FGJAX_DISTRIBUTED_TIMEOUT  seconds to wait for every process to join (default here 120)
+#   GRACE_S              on Ctrl-C, seconds between SIGTERM (save the step, exit 3) and SIGKILL (default 30)
 #
 # Exit status: 0 if every process succeeded, else the status of the first one that failed
 # (the others are stopped at once). Ctrl-C stops all of them.
@@ -34,13 +35,18 @@ stop_all() {
   for pid in "${pids[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
-  sleep 1
+  # On Ctrl-C / SIGTERM fgjax saves the current step and exits (status 3): GRACE_S seconds
+  # for that; after a process failed, the others get 1 s.
+  local deadline=$((SECONDS + ${grace:-1}))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  done
   for pid in "${pids[@]}"; do
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   done
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
+trap 'grace=${GRACE_S:-30}; exit 130' INT TERM
 
 echo "local_multiprocess: $n process(es) x $devices CPU device(s), coordinator 127.0.0.1:$port," \
      "logs of processes 1..$((n - 1)) in $log_dir" >&2

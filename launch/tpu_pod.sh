@@ -58,9 +58,11 @@ case "$action" in
       exec $py -m fgjax.main --distributed $args"
     ;;
   stop)
-    # SIGTERM first; JAX's preemption notifier records it instead of exiting, hence the SIGKILL.
+    # SIGTERM first: every process saves the same step (JAX's preemption sync point) and exits
+    # with status 3; SIGKILL only if one is still running after 120 s.
     on_all_workers "if [ -f /tmp/fgjax_run.pid ]; then pid=\$(cat /tmp/fgjax_run.pid); kill \$pid 2>/dev/null; \
-      sleep 10; kill -9 \$pid 2>/dev/null; rm -f /tmp/fgjax_run.pid; fi; true"
+      for i in \$(seq 120); do kill -0 \$pid 2>/dev/null || break; sleep 1; done; \
+      kill -9 \$pid 2>/dev/null; rm -f /tmp/fgjax_run.pid; fi; true"
     ;;
   *)
     echo "$usage" >&2; exit 2 ;;

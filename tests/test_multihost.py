@@ -254,7 +254,8 @@ def test_two_processes_reach_the_parameters_of_one(runs):
 
 def test_killed_and_resumed_run_matches_uninterrupted(runs):
   log0 = runs["logs"]["resumed"][0]
-  assert f"at step {LAST_CHECKPOINT}" in log0  # "resumed from <workdir>/checkpoints at step 4"
+  # "resumed from <workdir>/checkpoints step 4 (data position 4)"
+  assert f"step {LAST_CHECKPOINT} (data position {LAST_CHECKPOINT})" in log0
   assert not os.path.exists(os.path.join(runs["resumed"], f"step{LAST_CHECKPOINT}_process0.npz"))
   uninterrupted = _load(runs["killed"], TOTAL_STEPS, 0)  # what the killed run had computed
   for p in (0, 1):

@@ -15,7 +15,15 @@ labels of every record are known at construction (``fine_labels``, ``super_label
 Files are checked lazily by default: a file that cannot be decoded raises `DataError`
 naming it when it is read. With ``skip_corrupt=True`` every image is decoded once at
 construction (two threads) and the unreadable ones are dropped and counted
-(``num_skipped``, ``skipped_paths``).
+(``num_skipped``, ``skipped_paths``); the description (the log line) counts the
+images kept. An image of more than ``max_image_pixels`` pixels
+(`records.MAX_IMAGE_PIXELS` by default) is unreadable in the same way.
+
+An entry with an image extension that is not a regular file -- a dangling symbolic
+link, a symbolic link loop, a FIFO, a socket, a device -- is found when the folder
+is listed: a `DataError` naming it, or with ``skip_corrupt=True`` a counted skip
+(never opened: reading a FIFO would block). A symbolic link loop among the split
+or class folders is a `DataError` naming it.
 
 The decode keeps PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` as it is (False by
 default): a truncated file is an error, not an image with a grey bottom. EXIF
@@ -26,12 +34,14 @@ and an alpha channel is dropped (``convert('RGB')``), not composited.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import os
+import stat
 from typing import Sequence
 
 import numpy as np
 
-from fgjax.data.records import DataError, decode_rgb, load_super_map
+from fgjax.data.records import MAX_IMAGE_PIXELS, DataError, decode_rgb, load_super_map
 
 __all__ = ["IMAGE_EXTENSIONS", "FileRecords", "cub200", "decode_image", "image_folder"]
 
@@ -45,7 +55,34 @@ def _one_line(text: str) -> str:
   return " ".join(str(text).split())
 
 
-def decode_image(path: str) -> np.ndarray:
+def file_problem(path: str) -> str | None:
+  """Why ``path`` is not a readable image file, or None for a regular file (links followed).
+
+  E.g. ``'no such file'``, ``'a dangling symbolic link to x.png'``, ``'a symbolic
+  link loop'``, ``'not a regular file (a FIFO)'``. Only ``stat``: nothing is opened.
+  """
+  try:
+    mode = os.stat(path).st_mode
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "a symbolic link loop"
+    if os.path.islink(path):
+      try:
+        return f"a dangling symbolic link to {os.readlink(path)}"
+      except OSError:
+        return "a dangling symbolic link"
+    if e.errno == errno.ENOENT:
+      return "no such file"
+    return _one_line(e.strerror or e)
+  if stat.S_ISREG(mode):
+    return None
+  kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+          else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+          else "an unknown kind of file")
+  return f"not a regular file ({kind})"
+
+
+def decode_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
   """Decodes an image file to uint8 ``[H, W, 3]`` RGB at its own size.
 
   Grayscale, palette, RGBA, CMYK, ... are converted with PIL's ``convert('RGB')``
@@ -53,11 +90,15 @@ def decode_image(path: str) -> np.ndarray:
   grayscale is scaled to 8 bits (``convert`` would clip it).
 
   Raises:
-    DataError: ``cannot read image <path>: <reason>`` (missing file, unknown format,
-      truncated or corrupt data, ...).
+    DataError: ``cannot read image <path>: <reason>`` (missing file, not a regular
+      file (never opened), unknown format, truncated or corrupt data, more than
+      ``max_pixels`` pixels (`records.ImageTooLargeError`), ...).
   """
+  problem = file_problem(path)
+  if problem is not None and problem != "no such file":  # (PIL names a missing file)
+    raise DataError(f"cannot read image {path}: {problem}")
   try:
-    array = decode_rgb(path)
+    array = decode_rgb(path, max_pixels)
   except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data.
     reason = _one_line(f"{type(e).__name__}: {e}")
     raise DataError(f"cannot read image {path}: {reason}") from e
@@ -97,12 +138,15 @@ class FileRecords:
     description: one line naming the data.
     num_skipped, skipped_paths: unreadable files dropped at construction (0 and []
       unless the builder verified the files with ``skip_corrupt=True``).
+    max_pixels: images above this many pixels are unreadable (`decode_image`).
   """
 
   def __init__(self, paths: Sequence[str], fine_labels: Sequence[int], fine_names: Sequence[str], *,
                super_labels: Sequence[int] | None = None, super_names: Sequence[str] | None = None,
-               description: str, num_skipped: int = 0, skipped_paths: Sequence[str] = ()):
+               description: str, num_skipped: int = 0, skipped_paths: Sequence[str] = (),
+               max_pixels: int = MAX_IMAGE_PIXELS):
     self.paths = [os.fspath(p) for p in paths]
+    self.max_pixels = int(max_pixels)
     self.fine_names = list(fine_names)
     self.fine_labels = _checked_labels(fine_labels, self.fine_names, len(self.paths), "fine")
     if (super_labels is None) != (super_names is None):
@@ -124,7 +168,7 @@ class FileRecords:
     if not 0 <= i < len(self.paths):
       raise IndexError(f"record {i} out of range for {len(self.paths)} records ({self.description})")
     item = {
-        "image": decode_image(self.paths[i]),
+        "image": decode_image(self.paths[i], self.max_pixels),
         "fine_label": self.fine_labels[i],
         "index": np.int32(i),
     }
@@ -140,25 +184,27 @@ class FileRecords:
 # Shared construction steps.
 
 
-def _readable(path: str) -> bool:
+def _readable(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bool:
   try:
-    decode_image(path)
+    decode_image(path, max_pixels)
   except DataError:
     return False
   return True
 
 
 def _build(paths: list[str], fine_labels: list[int], fine_names: list[str], *, super_map: str | None,
-           skip_corrupt: bool, description: str, where: str) -> FileRecords:
+           skip_corrupt: bool, name: str, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> FileRecords:
   """Applies the super map, optionally drops unreadable files, and builds the source.
 
-  ``where`` names the split for messages (e.g. ``split 'train' of <root>``).
+  ``name`` starts the description (e.g. ``image folder <root> split train``), which
+  then counts the images kept; ``where`` names the split for messages (e.g.
+  ``split 'train' of <root>``).
   """
   super_of_fine, super_names = (None, None) if super_map is None else load_super_map(super_map, fine_names)
   skipped: list[str] = []
   if skip_corrupt and paths:
     with concurrent.futures.ThreadPoolExecutor(max_workers=_VERIFY_THREADS) as pool:
-      ok = list(pool.map(_readable, paths))
+      ok = list(pool.map(lambda p: _readable(p, max_pixels), paths))
     before = set(fine_labels)
     skipped = [p for p, good in zip(paths, ok) if not good]
     paths = [p for p, good in zip(paths, ok) if good]
@@ -168,14 +214,17 @@ def _build(paths: list[str], fine_labels: list[int], fine_names: list[str], *, s
       names = _names([fine_names[c] for c in emptied], limit=3)
       raise DataError(f"every image of class {names} in {where} is unreadable "
                       f"(first: {skipped[0]})")
-    if skipped:
-      description += f", skipped {len(skipped)} unreadable"
+  description = f"{name}: {len(paths)} images, {len(fine_names)} classes"  # the images kept
+  if super_map is not None:
+    description += f", super map {super_map}"
+  if skipped:
+    description += f", skipped {len(skipped)} unreadable"
   fine = np.asarray(fine_labels, np.int32)
   return FileRecords(
       paths, fine, fine_names,
       super_labels=None if super_of_fine is None else super_of_fine[fine],
       super_names=super_names, description=description,
-      num_skipped=len(skipped), skipped_paths=skipped)
+      num_skipped=len(skipped), skipped_paths=skipped, max_pixels=max_pixels)
 
 
 def _names(items, limit: int = 5) -> str:
@@ -188,21 +237,55 @@ def _names(items, limit: int = 5) -> str:
 # root/<split>/<class>/*.{jpg,jpeg,png}
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+  """``entry.is_dir()`` (symlinks followed); DataError for a link loop or a dangling link."""
+  try:
+    if entry.is_dir():
+      return True
+  except OSError:  # ELOOP: a symbolic link loop
+    pass
+  if entry.is_symlink():
+    problem = file_problem(entry.path)
+    if problem is not None and not problem.startswith("not a regular file"):
+      raise DataError(f"cannot read folder entry {entry.path}: {problem}")
+  return False
+
+
 def _subdirs(path: str) -> list[str]:
-  """Sorted names of the non-hidden subdirectories of ``path`` (symlinks followed)."""
+  """Sorted names of the non-hidden subdirectories of ``path`` (symlinks followed).
+
+  Raises:
+    DataError: an entry is a symbolic link loop or a dangling symbolic link.
+  """
   with os.scandir(path) as entries:
-    return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+    return sorted(e.name for e in entries if not e.name.startswith(".") and _is_dir(e))
 
 
-def _image_files(path: str) -> list[str]:
-  """Sorted names of the non-hidden image files directly in ``path``."""
+def _image_files(path: str) -> tuple[list[str], list[str]]:
+  """Sorted names of the non-hidden image files directly in ``path``: (regular files, the others).
+
+  The others have an image extension but cannot be read as a file: dangling links,
+  link loops, FIFOs, sockets, devices. A folder named like an image is ignored.
+  """
+  files, others = [], []
   with os.scandir(path) as entries:
-    return sorted(e.name for e in entries
-                  if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file())
+    for e in entries:
+      if e.name.startswith(".") or not e.name.lower().endswith(IMAGE_EXTENSIONS):
+        continue
+      try:
+        if e.is_file():
+          files.append(e.name)
+          continue
+        if e.is_dir():
+          continue
+      except OSError:  # ELOOP: a symbolic link loop
+        pass
+      others.append(e.name)
+  return sorted(files), sorted(others)
 
 
 def image_folder(root: str, split: str, *, super_map: str | None = None,
-                 skip_corrupt: bool = False) -> FileRecords:
+                 skip_corrupt: bool = False, max_image_pixels: int = MAX_IMAGE_PIXELS) -> FileRecords:
   """Image files laid out as ``root/<split>/<class>/*.{jpg,jpeg,png}``.
 
   The classes (and so the labels) are the sorted class folder names, the same for
@@ -215,12 +298,17 @@ def image_folder(root: str, split: str, *, super_map: str | None = None,
     root: the directory holding the split directories.
     split: the split directory to read (e.g. ``'train'``).
     super_map: optional fine -> super class map file (see `load_super_map`).
-    skip_corrupt: decode every image once now and drop the unreadable ones.
+    skip_corrupt: decode every image once now and drop the unreadable ones (and
+      the entries that are not regular files).
+    max_image_pixels: images of more pixels are unreadable (default
+      `records.MAX_IMAGE_PIXELS`; the config's ``data.max_image_pixels``).
 
   Raises:
     DataError: root or split missing, a split without class folders, class folders
       differing between splits, an empty class folder, a class missing from the super
-      map, or (``skip_corrupt``) every image of a class unreadable.
+      map, a symbolic link loop or dangling link among the folders, an image entry
+      that is not a regular file (without ``skip_corrupt``), or (``skip_corrupt``)
+      every image of a class unreadable.
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
@@ -244,19 +332,25 @@ def image_folder(root: str, split: str, *, super_map: str | None = None,
 
   paths: list[str] = []
   labels: list[int] = []
+  not_files: list[str] = []
   for label, name in enumerate(classes):
     class_dir = os.path.join(split_dir, name)
-    files = _image_files(class_dir)
-    if not files:
+    files, others = _image_files(class_dir)
+    not_files.extend(os.path.join(class_dir, f) for f in others)
+    if skip_corrupt:  # kept until _build drops them (decode_image refuses them unopened) and counts them
+      files = sorted(files + others)
+    if not files and not others:
       raise DataError(f"class folder {class_dir} (class {name!r}) has no image files "
                       f"({'/'.join(IMAGE_EXTENSIONS)})")
     paths.extend(os.path.join(class_dir, f) for f in files)
     labels.extend([label] * len(files))
-  description = f"image folder {root} split {split}: {len(paths)} images, {len(classes)} classes"
-  if super_map is not None:
-    description += f", super map {super_map}"
+  if not_files and not skip_corrupt:
+    more = f" (and {len(not_files) - 1} more)" if len(not_files) > 1 else ""
+    raise DataError(f"cannot read image {not_files[0]}: {file_problem(not_files[0]) or 'not a regular file'}"
+                    f"{more}; remove it, or set data.skip_corrupt=True to skip and count such entries")
   return _build(paths, labels, classes, super_map=super_map, skip_corrupt=skip_corrupt,
-                description=description, where=f"split {split!r} of {root}")
+                name=f"image folder {root} split {split}", where=f"split {split!r} of {root}",
+                max_pixels=max_image_pixels)
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,7 +393,7 @@ def _cub_root(root: str) -> str:
 
 
 def cub200(root: str, split: str, *, super_map: str | None = None,
-           skip_corrupt: bool = False) -> FileRecords:
+           skip_corrupt: bool = False, max_image_pixels: int = MAX_IMAGE_PIXELS) -> FileRecords:
   """The CUB-200-2011 birds as distributed (``CUB_200_2011/``), records in image-id order.
 
   ``root`` is the ``CUB_200_2011`` directory or its parent. The fine names are the
@@ -309,7 +403,7 @@ def cub200(root: str, split: str, *, super_map: str | None = None,
   Raises:
     DataError: unknown split, root or a metadata file missing, a malformed line
       (``file:line``), ids that do not match across the files, an image file missing
-      (without ``skip_corrupt``), a class missing from the super map.
+      or not a regular file (without ``skip_corrupt``), a class missing from the super map.
   """
   if split not in ("train", "test"):
     raise DataError(f"CUB-200-2011 split must be 'train' or 'test', got {split!r}")
@@ -346,12 +440,12 @@ def cub200(root: str, split: str, *, super_map: str | None = None,
   if not paths:
     raise DataError(f"CUB-200-2011 {root} has no {split} images in {split_txt}")
   if not skip_corrupt:
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-      raise DataError(f"CUB-200-2011 image file {missing[0]} is missing"
-                      + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-  description = f"CUB-200-2011 {root} split {split}: {len(paths)} images, {len(fine_names)} classes"
-  if super_map is not None:
-    description += f", super map {super_map}"
+    bad = [(p, problem) for p in paths if (problem := file_problem(p)) is not None]
+    if bad:
+      path, problem = bad[0]
+      what = "is missing" if problem == "no such file" else f"cannot be read: {problem}"
+      raise DataError(f"CUB-200-2011 image file {path} {what}"
+                      + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
   return _build(paths, labels, fine_names, super_map=super_map, skip_corrupt=skip_corrupt,
-                description=description, where=f"CUB-200-2011 split {split!r} of {root}")
+                name=f"CUB-200-2011 {root} split {split}", where=f"CUB-200-2011 split {split!r} of {root}",
+                max_pixels=max_image_pixels)

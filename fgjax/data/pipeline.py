@@ -116,10 +116,12 @@ def _open_split(cfg: ml_collections.ConfigDict, split: str) -> Any:
   d = cfg.data
   if d.name == "folder":
     from fgjax.data import folder_source
-    return folder_source.image_folder(d.root, split, skip_corrupt=d.skip_corrupt)
+    return folder_source.image_folder(d.root, split, skip_corrupt=d.skip_corrupt,
+                                      max_image_pixels=d.max_image_pixels)
   if d.name == "cub_layout":
     from fgjax.data import folder_source
-    return folder_source.cub200(d.root, split, skip_corrupt=d.skip_corrupt)
+    return folder_source.cub200(d.root, split, skip_corrupt=d.skip_corrupt,
+                                max_image_pixels=d.max_image_pixels)
   from fgjax.data import tfds_source  # imports tensorflow_datasets only when needed
   return tfds_source.TfdsRecords(d.name, split, data_dir=d.data_dir or None)
 

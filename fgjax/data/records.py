@@ -14,11 +14,21 @@ and whose attributes are ``fine_names`` (list of class names, index = label),
 ``super_names`` (list or None), ``fine_labels`` / ``super_labels`` (int32
 ``[N]`` arrays of every record's labels, known without decoding an image) and
 ``description`` (one line naming the data for logs and results).
+
+Image size limit: an image of more than ``data.max_image_pixels`` pixels
+(default `MAX_IMAGE_PIXELS` = 89,478,485, PIL's own decompression-bomb warning
+threshold, about 9459 x 9459) is refused before it is decoded:
+`ImageTooLargeError`, which the file sources report like any unreadable image
+(an error naming the file, or a counted skip with ``data.skip_corrupt``). PIL's
+``DecompressionBombWarning`` is silenced, as this check replaces it; limits
+above `MAX_IMAGE_PIXELS_LIMIT` (PIL's hard limit, twice its warning threshold)
+cannot be configured, PIL refuses such images itself.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import IO, Sequence
 
 import numpy as np
@@ -27,20 +37,40 @@ from PIL import Image
 # 16-bit grayscale (PNG) opens in one of these modes; convert('RGB') would clip it.
 _WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
+# Default of data.max_image_pixels: PIL's DecompressionBombWarning threshold (its
+# default Image.MAX_IMAGE_PIXELS, fixed here so that a library changing PIL's
+# global does not change what a config means).
+MAX_IMAGE_PIXELS = 89_478_485
+# The largest configurable limit: above it PIL raises DecompressionBombError itself.
+MAX_IMAGE_PIXELS_LIMIT = 2 * MAX_IMAGE_PIXELS
+
+# The limit above replaces PIL's warning (which would print a multi-line warning
+# for an image that is then refused, or that the config allows).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class DataError(ValueError):
   """A data set cannot be read as configured; the message names the path or class."""
 
 
-def decode_rgb(file: str | IO[bytes]) -> np.ndarray:
+class ImageTooLargeError(ValueError):
+  """An image has more pixels than the configured limit (``data.max_image_pixels``)."""
+
+
+def decode_rgb(file: str | IO[bytes], max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
   """An encoded image (path or binary file object) -> uint8 ``[H, W, 3]`` RGB at its own size.
 
   A full ``load()`` first, so truncated or corrupt data fails here; grayscale,
   palette, RGBA, CMYK, ... go through PIL's ``convert('RGB')`` (alpha is
   dropped); 16-bit grayscale is scaled 0..65535 -> 0..255. Raises whatever PIL
-  raises on bad data (callers add the file name).
+  raises on bad data (callers add the file name), and `ImageTooLargeError` for
+  an image of more than ``max_pixels`` pixels (checked from the header, before
+  the pixels are decoded).
   """
   with Image.open(file) as img:
+    w, h = img.size
+    if w * h > max_pixels:
+      raise ImageTooLargeError(f"{w}x{h} = {w * h:,} pixels is more than data.max_image_pixels = {max_pixels:,}")
     img.load()
     if img.mode in _WIDE_GRAY_MODES:
       wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)

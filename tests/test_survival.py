@@ -1,0 +1,298 @@
+"""What fgjax survives: kills and preemption, damaged checkpoints, two runs on one workdir.
+
+The kill tests run ``python -m fgjax.main`` as a real subprocess (one CPU device)
+and signal it while it trains; the final state after the rerun must equal an
+uninterrupted run's bit for bit.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from fgjax import checkpointing
+from fgjax import config_lib
+from fgjax import metrics_writer
+from fgjax import preemption
+from fgjax import train
+from fgjax import workdir as workdir_lib
+from fgjax.evaluate import checkpoint_eval
+from fgjax.methods import moco
+from fgjax.methods import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A tiny MoCo run long enough to be signalled mid-way: 50 epochs x 4 steps of 8 images.
+FLAGS = ["--config=configs/moco.py:runlocal", "--config.optim.num_epochs=50", "--config.train.log_every=1",
+         "--config.train.checkpoint_every=20", "--config.eval.knn_every=0"]
+TOTAL_STEPS = 200
+
+
+def _env():
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+  env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir or ""
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+  return env
+
+
+def _start(workdir, *extra):
+  return subprocess.Popen([sys.executable, "-m", "fgjax.main", *FLAGS, f"--workdir={workdir}", *extra],
+                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=300):
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out, err
+
+
+def _steps_logged(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.endswith("\n")]
+  return max((r["step"] for r in rows), default=0)
+
+
+def _signal_when(proc, workdir, at_step, sig):
+  """Sends ``sig`` once the run has logged ``at_step`` (polling metrics.jsonl)."""
+  deadline = time.time() + 240
+  while _steps_logged(workdir) < at_step:
+    assert proc.poll() is None, f"the run ended before step {at_step}: {proc.communicate()[1][-2000:]}"
+    assert time.time() < deadline, "the run did not reach the step in time"
+    time.sleep(0.005)
+  proc.send_signal(sig)
+
+
+def _final(workdir):
+  ckpt = checkpointing.Checkpointer(workdir, keep=10, create=False)
+  try:
+    step = ckpt.latest_step()
+    state, position = ckpt.read(step)
+  finally:
+    ckpt.close()
+  return step, position, state
+
+
+def _assert_same_state(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The uninterrupted run."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  code, _, err = _finish(_start(workdir))
+  assert code == 0, err[-3000:]
+  return workdir
+
+
+def _metrics_steps(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line)["step"] for line in f]
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_matches(reference, tmp_path):
+  workdir = str(tmp_path)
+  proc = _start(workdir)
+  _signal_when(proc, workdir, 50, signal.SIGTERM)
+  code, _, err = _finish(proc)
+  assert code == preemption.EXIT_PREEMPTED, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith("fgjax:")]
+  assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+  saved, position, _ = _final(workdir)
+  # The step the signal arrived in, not the last periodic checkpoint (multiples of 20).
+  assert f"saved checkpoint step {saved} " in lines[0] and position == saved
+  assert 50 <= saved < TOTAL_STEPS
+  assert _steps_logged(workdir) == saved  # nothing logged beyond the saved step
+  code, _, err = _finish(_start(workdir))  # the same command again
+  assert code == 0, err[-3000:]
+  assert f"step {saved} (data position {saved})" in err  # resumed there: no step redone
+  step, _, state = _final(workdir)
+  ref_step, _, ref_state = _final(reference)
+  assert step == ref_step == TOTAL_STEPS
+  _assert_same_state(state, ref_state)
+  assert _metrics_steps(workdir) == _metrics_steps(reference) == list(range(1, TOTAL_STEPS + 1))
+
+
+def test_sigkill_mid_run_resumes_to_the_same_state(reference, tmp_path):
+  workdir = str(tmp_path)
+  proc = _start(workdir)
+  _signal_when(proc, workdir, 70, signal.SIGKILL)
+  code, _, _ = _finish(proc)
+  assert code == -signal.SIGKILL
+  code, _, err = _finish(_start(workdir))
+  assert code == 0, err[-3000:]
+  _assert_same_state(_final(workdir)[2], _final(reference)[2])
+  # The steps redone after the last checkpoint are logged once.
+  assert _metrics_steps(workdir) == list(range(1, TOTAL_STEPS + 1))
+
+
+def test_a_second_run_on_a_held_workdir_is_refused_before_touching_it(tmp_path):
+  workdir = str(tmp_path)
+  with workdir_lib.Lock(workdir):
+    code, _, err = _finish(_start(workdir))
+  assert code == 2
+  assert err.strip().count("\n") == 0 and err.startswith("fgjax: error: "), err[-3000:]
+  assert "is in use by host" in err and f"pid {os.getpid()}" in err
+  assert sorted(os.listdir(workdir)) == [workdir_lib.LOCK_NAME]  # no config.json, no checkpoints
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path):
+  # The kernel drops an flock with its holder; the file and its text stay behind.
+  with open(tmp_path / workdir_lib.LOCK_NAME, "w") as f:
+    f.write("host elsewhere pid 1 (since 2026-01-01T00:00:00)\n")
+  with workdir_lib.Lock(str(tmp_path)) as lock:
+    assert lock.skipped is None
+    assert f"pid {os.getpid()}" in open(lock.path).read()
+  with pytest.raises(workdir_lib.WorkdirError, match="in use"):
+    with workdir_lib.Lock(str(tmp_path)):
+      with workdir_lib.Lock(str(tmp_path)):
+        pass
+
+
+# ---- in-process runs of the tiny preset
+
+def _config(**overrides):
+  cfg = config_lib.ssl_config("moco", "runlocal")
+  cfg.optim.num_epochs = 2.0  # 8 steps, checkpoints every 2
+  cfg.train.keep_checkpoints = 3
+  for path, value in overrides.items():
+    section, name = path.split("__")
+    cfg[section][name] = value
+  return cfg
+
+
+def _run(cfg, workdir):
+  return train.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("finished"))
+  _run(_config(), workdir)
+  return workdir
+
+
+def _copy(src, dst):
+  shutil.copytree(src, dst)
+  return str(dst)
+
+
+def _array_files(step_dir):
+  """The data files of a step, largest first (the small ones can be unreferenced b-tree versions)."""
+  data = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
+  return sorted((os.path.join(data, f) for f in os.listdir(data)), key=os.path.getsize, reverse=True)
+
+
+def test_config_that_changes_the_state_is_refused_and_config_json_kept(finished_run, tmp_path):
+  workdir = _copy(finished_run, tmp_path / "run")
+  before = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(train.WorkdirError, match=r"model.width 4 -> 8.*use another --workdir"):
+    _run(_config(model__width=8), workdir)
+  with pytest.raises(train.WorkdirError, match=r"method 'moco' -> 'simsiam'"):
+    cfg = config_lib.ssl_config("simsiam", "runlocal")
+    cfg.optim.num_epochs = 2.0
+    cfg.train.keep_checkpoints = 3
+    _run(cfg, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  # Safe fields: logging, checkpoint cadence, evaluation.
+  _run(_config(train__log_every=5, eval__knn_ks=(1,)), workdir)
+
+
+def test_damaged_latest_step_falls_back_for_resume_and_evaluate(finished_run, tmp_path):
+  workdir = _copy(finished_run, tmp_path / "run")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(s) for s in os.listdir(ckpt_dir))
+  assert steps == [4, 6, 8]
+  os.remove(_array_files(os.path.join(ckpt_dir, "8"))[0])  # one array file of the latest step
+  # Evaluate: the latest good step, read-only.
+  restored = checkpoint_eval.restore_run(workdir)
+  assert restored.step == 6
+  # Asking for the damaged step by number is one error naming it.
+  with pytest.raises(checkpoint_eval.EvaluationError, match=r"checkpoint step 8 .* is damaged"):
+    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
+  # Resume: step 6 restored, step 8 moved aside (kept) and trained again.
+  _run(_config(), workdir)
+  assert os.path.isdir(os.path.join(workdir, checkpointing.DAMAGED_DIR, "8"))
+  _assert_same_state(_final(workdir)[2], _final(finished_run)[2])
+
+
+def test_missing_metadata_or_half_deleted_step_is_not_a_step(finished_run, tmp_path):
+  workdir = _copy(finished_run, tmp_path / "run")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  os.remove(os.path.join(ckpt_dir, "8", "state", "_METADATA"))
+  shutil.rmtree(os.path.join(ckpt_dir, "4", "data"))  # what a kill during orbax's removal leaves
+  ckpt = checkpointing.Checkpointer(workdir, create=False)
+  try:
+    assert ckpt.all_steps() == [6] and ckpt.incomplete_steps() == [4, 8]
+  finally:
+    ckpt.close()
+  with pytest.raises(checkpoint_eval.EvaluationError, match=r"step 8 .* incomplete \(no state/_METADATA\)"):
+    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
+  assert checkpoint_eval.restore_run(workdir).step == 6
+
+
+def test_every_step_damaged_is_one_error(finished_run, tmp_path):
+  workdir = _copy(finished_run, tmp_path / "run")
+  for step in ("4", "6", "8"):
+    for path in _array_files(os.path.join(workdir, "checkpoints", step)):
+      with open(path, "r+b") as f:
+        f.truncate(8)
+  with pytest.raises(checkpointing.CheckpointError, match="no checkpoint .* can be restored"):
+    _run(_config(), workdir)
+
+
+def test_disk_full_is_one_line_and_keeps_the_previous_step(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+  original = ocp.CheckpointManager.save
+
+  def full_after_step_4(self, step, *args, **kwargs):
+    if step > 4:
+      raise OSError(28, "No space left on device")
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_after_step_4)
+  with pytest.raises(checkpointing.CheckpointError, match=r"disk full: cannot write checkpoint step 6 .* "
+                                                          r"MiB free.*newest saved step 4 is kept"):
+    _run(_config(), str(tmp_path))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), create=False)
+  try:
+    assert ckpt.latest_step() == 4
+  finally:
+    ckpt.close()
+
+
+def test_exploding_parameters_stop_before_a_checkpoint_holds_them(tmp_path, monkeypatch):
+  original = moco.moco_step
+
+  def exploding(state, batch, rng, **kw):
+    new_state, metrics = original(state, batch, rng, **kw)
+    scale = jax.numpy.where(state.step >= 4, 1e9, 1.0)  # the 5th step blows the weights up
+    return new_state.replace(params=jax.tree.map(lambda p: p * scale, new_state.params)), metrics
+
+  monkeypatch.setitem(registry.JOINT_STEPS, "moco", exploding)
+  with pytest.raises(train.NonFiniteLossError, match=r"parameter norm .* at step 5 .*last good checkpoint is step 4"):
+    _run(_config(train__log_every=1), str(tmp_path))
+  _, _, state = _final(str(tmp_path))
+  norm = np.sqrt(sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(state["params"])))
+  assert norm < train.MAX_PARAM_NORM
+
+
+def test_metrics_rows_after_the_resume_step_are_dropped(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  with open(path, "w") as f:
+    for step in (1, 2, 3, 2, 3, 4):
+      f.write(json.dumps({"step": step, "loss": 1.0}) + "\n")
+    f.write('{"step": 5, "lo')  # cut by a kill
+  assert metrics_writer.drop_rows_after(path, 2) == 4
+  assert [json.loads(l)["step"] for l in open(path)] == [1, 2, 2]
