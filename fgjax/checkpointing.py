@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
+import logging as std_logging
 import os
+import re
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -65,8 +69,44 @@ class CheckpointError(workdir_lib.WorkdirError):
 
 
 def _first_line(e: BaseException) -> str:
+  """The root cause of an orbax/tensorstore error in one short line.
+
+  orbax wraps tensorstore's error (``FAILED_PRECONDITION: Error reading "<array>"
+  in OCDBT database at local file "...": Truncated Zstd-compressed stream``) in
+  an exception whose text is the whole TensorStore spec; the innermost cause
+  says what is wrong, without the database path (the step is named already).
+  """
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
   text = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+  text = re.sub(r' in OCDBT database at local file "[^"]*"', "", text)
+  text = text.split(" See full TensorStore details")[0]
   return f"{type(e).__name__}: {text}"[:300]
+
+
+def _quiet_abandoned_reads() -> None:
+  """Silences the echoes of a failed restore, once it has been reported in one line.
+
+  When one array of a step cannot be read, orbax raises at once while its other
+  reads (coroutines on its own event loops) fail or are dropped later; Python
+  then prints "Exception ignored in <coroutine ...>" and asyncio logs "Future
+  exception was never retrieved" with the whole TensorStore spec, dozens of
+  tracebacks after the one line that named the damage. Only those are dropped.
+  """
+  if getattr(_quiet_abandoned_reads, "installed", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "orbax" in code.co_filename:
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  std_logging.getLogger("asyncio").addFilter(
+      lambda record: "exception was never retrieved" not in record.getMessage())
+  _quiet_abandoned_reads.installed = True
 
 
 class Checkpointer:
@@ -161,6 +201,8 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
       position = int(restored["data"]["data_position"])
     except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
+      _quiet_abandoned_reads()
+      gc.collect()  # the abandoned reads' echoes come now, while silenced
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged "
                             f"({_first_line(e)})") from None
     return restored["state"], position
@@ -200,17 +242,36 @@ class Checkpointer:
                             + "; ".join(reason for _, reason in damaged))
     return None
 
-  def quarantine(self, step: int) -> str:
-    """Moves step ``step``'s folder to ``<workdir>/damaged_checkpoints/<step>[.k]``; returns the path."""
+  def quarantine(self, step: int) -> str | None:
+    """Moves step ``step``'s folder to ``<workdir>/damaged_checkpoints/<step>[.k]``.
+
+    Kept, not deleted (the data may still be wanted), and out of orbax's way:
+    orbax would not save that step number again while the folder exists. In a
+    multi-process run only process 0 moves it (the workdir is shared); every
+    process forgets the step. Returns the new path (None on the other processes).
+    """
     self._manager.wait_until_finished()
-    target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
-    os.makedirs(target_dir, exist_ok=True)
-    target, k = os.path.join(target_dir, str(step)), 1
-    while os.path.exists(target):
-      target, k = os.path.join(target_dir, f"{step}.{k}"), k + 1
-    shutil.move(os.path.join(self.directory, str(step)), target)
+    target = None
+    source = os.path.join(self.directory, str(step))
+    if jax.process_index() == 0 and os.path.exists(source):
+      target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+      os.makedirs(target_dir, exist_ok=True)
+      target, k = os.path.join(target_dir, str(step)), 1
+      while os.path.exists(target):
+        target, k = os.path.join(target_dir, f"{step}.{k}"), k + 1
+      shutil.move(source, target)
     self._manager.reload()  # orbax caches the step list
     return target
+
+  def quarantine_incomplete(self) -> list[int]:
+    """Moves every incomplete step folder aside (see :meth:`quarantine`), with a warning; returns them."""
+    steps = self.incomplete_steps()
+    for step in steps:
+      logging.warning("checkpoint folder %s/%d is incomplete (no %s): not a step; moved to %s", self.directory,
+                      step, ", ".join(self.missing_files(step)),
+                      os.path.join(os.path.dirname(self.directory), DAMAGED_DIR))
+      self.quarantine(step)
+    return steps
 
   def wait(self) -> None:
     with self._disk_full_is_one_line(self._manager.latest_step() or 0):

@@ -137,17 +137,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   config_lib.validate(cfg, num_devices=mesh.size, num_processes=jax.process_count())
   precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
   workdir = workdir_lib.prepare(workdir)
+  profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
   # Process 0 holds the lock for the processes of a multi-process run (one workdir).
   with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     workdir_lib.check_resume_config(workdir, cfg)
-    return _train_and_evaluate(cfg, workdir, mesh, started)
+    return _train_and_evaluate(cfg, workdir, mesh, profiler, started)
 
 
 def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
-                        started: float) -> dict[str, Any]:
+                        profiler: profiling.StepProfiler, started: float) -> dict[str, Any]:
   """:func:`train_and_evaluate` in a checked, locked workdir."""
   num_devices = mesh.size
-  profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
   logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
   is_main = jax.process_index() == 0
   if is_main:
@@ -193,9 +193,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   start = 0
   results: dict[str, Any] = {}
   baseline_path = os.path.join(workdir, "random_init_eval.json")
-  for step in ckpt.incomplete_steps():
-    logging.warning("ignoring incomplete checkpoint folder %s/%d (missing %s)", ckpt.directory, step,
-                    ", ".join(ckpt.missing_files(step)))
+  ckpt.quarantine_incomplete()  # half-written or half-deleted folders: out of orbax's way
   latest = ckpt.latest_step()
   if latest is not None:
     try:

@@ -151,19 +151,22 @@ def main():
           f"final state {'bit-identical' if ok else 'DIFFERENT or failed: ' + rerun_err[-500:]}", flush=True)
 
   recovered = damaged = 0
-  for name, damage in DAMAGE.items():
-    workdir = os.path.join(args.dir, "damage_" + name.split()[0].replace("/", "_"))
+  for k, (name, damage) in enumerate(DAMAGE.items()):
+    workdir = os.path.join(args.dir, f"damage_{k}")
     shutil.copytree(reference_dir, workdir)
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     damage(os.path.join(workdir, "checkpoints", str(steps[-1])))
-    eval_code, eval_err = subprocess.run(
+    evaluation = subprocess.run(
         [sys.executable, "-m", "fgjax.main", "--config=configs/evaluate.py:runlocal", f"--config.workdir={workdir}"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True).returncode, ""
+        cwd=ROOT, env=_env(), capture_output=True, text=True)
     train_code, train_err = _run(workdir)
-    ok = eval_code == 0 and train_code == 0 and _same(_final_state(workdir), reference)
+    # Clean: the damage named in one warning line, no traceback in either log.
+    clean = not any(t in e for e in (evaluation.stderr, train_err) for t in ("Traceback", "Exception ignored"))
+    ok = evaluation.returncode == 0 and train_code == 0 and clean and _same(_final_state(workdir), reference)
     damaged += 1
     recovered += ok
-    print(f"damage '{name}' of step {steps[-1]}: evaluate exit {eval_code}, resume exit {train_code}, "
+    print(f"damage '{name}' of step {steps[-1]}: evaluate exit {evaluation.returncode}, resume exit {train_code}, "
+          f"logs {'clean' if clean else 'WITH TRACEBACKS'}, "
           f"{'recovered, bit-identical' if ok else 'NOT recovered: ' + train_err[-500:]}", flush=True)
 
   print(f"kills survived / tried: {survived} / {tried}; damaged checkpoints recovered / tried: "

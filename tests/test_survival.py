@@ -240,6 +240,10 @@ def test_missing_metadata_or_half_deleted_step_is_not_a_step(finished_run, tmp_p
   with pytest.raises(checkpoint_eval.EvaluationError, match=r"step 8 .* incomplete \(no state/_METADATA\)"):
     checkpoint_eval.restore_run(workdir, checkpoint_step=8)
   assert checkpoint_eval.restore_run(workdir).step == 6
+  # Resume: both folders moved aside (orbax would not save step 8 again over one), step 8 redone.
+  _run(_config(), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, checkpointing.DAMAGED_DIR))) == ["4", "8"]
+  _assert_same_state(_final(workdir)[2], _final(finished_run)[2])
 
 
 def test_every_step_damaged_is_one_error(finished_run, tmp_path):

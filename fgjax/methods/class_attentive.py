@@ -581,11 +581,18 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     fgjax.config_lib.ConfigError: a bad config field (before anything runs).
     fgjax.train.WorkdirError, fgjax.train.NonFiniteLossError.
   """
-  from fgjax import train as train_lib
-  from fgjax.evaluate import report
+  from fgjax import workdir as workdir_lib
 
   ca_config.validate(cfg)
-  workdir = train_lib.prepare_workdir(workdir)
+  workdir = workdir_lib.prepare(workdir)
+  with workdir_lib.Lock(workdir):  # one run per workdir (no checkpoints here: nothing to resume)
+    return _train_and_evaluate(cfg, workdir)
+
+
+def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """:func:`train_and_evaluate` in a checked, locked workdir."""
+  from fgjax.evaluate import report
+
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(cfg.to_json(indent=2))
   start = time.time()
