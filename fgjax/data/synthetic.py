@@ -28,7 +28,9 @@ fine class, data seed 0; ``docs/data.md`` has the pictures and the commands):
 raw-pixel nearest-class-mean on the test split: super 34.6 % (chance 12.5 %),
 fine 20.1 % (chance 3.1 %). The CPU default encoder (quarter-width ResNet-18)
 at random init: kNN super 39.6 %, fine 16.2 %; linear probe super 56.3 %, fine
-25.4 %.
+25.4 %. Trained at the CPU defaults (seeds 0-2): MoCo v2 kNN super 66.3 %, fine
+39.6 %; SimSiam 78.3 %, 40.7 %. Supervised upper bound (cross-entropy on the fine
+classes, seed 0): kNN fine 99.7 %, super 99.9 %.
 
 **Version 1** (``version=1``, ``background='gradient'``; the first generator,
 kept so that runs made with it stay reproducible). Every image is a small
