@@ -243,7 +243,9 @@ def train_config() -> ml_collections.ConfigDict:
 
 
 def eval_config() -> ml_collections.ConfigDict:
-  """The ``eval`` block: every protocol of DESIGN.md "Evaluation protocols".
+  """The ``eval`` block: every protocol of the evaluation suite.
+
+  (README, "Evaluation: any checkpoint, every protocol".)
 
   Shared by the training configs (evaluation at the end of training and the
   online kNN monitor) and ``configs/evaluate.py`` (any checkpoint, later).

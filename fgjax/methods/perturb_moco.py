@@ -1,7 +1,7 @@
 """Perturb-MoCo (seed method P on the MoCo v2 base): the per-device steps.
 
-Step numbers below are DESIGN.md's ("Core method P, exactly"); equation numbers
-are the paper's (Wang et al., "On Learning Discriminative Features from
+Step numbers below are those of the README's "Perturb-MoCo: what exactly is
+computed" (eight steps); equation numbers are the paper's (Wang et al., "On Learning Discriminative Features from
 Synthesized Data for Self-Supervised Fine-Grained Visual Recognition").
 
 Forward passes per joint step (shared wherever the math allows):

@@ -1,7 +1,7 @@
 """Perturb-SimSiam (seed method P on the SimSiam base): the joint per-device step.
 
-The same eight steps as ``perturb_moco`` (DESIGN.md, "Core method P"), with the
-SimSiam loss wherever Perturb-MoCo uses InfoNCE:
+The same eight steps as ``perturb_moco`` (README, "Perturb-MoCo: what exactly is
+computed"), with the SimSiam loss wherever Perturb-MoCo uses InfoNCE:
 
 * L_C: the symmetric SimSiam loss of the two aug+ views;
 * Grad-CAM (Eq. 3): ``eta = ReLU(dL/dv * v)`` of ``L(v) = D(h(g(v)), sg(z2))``,
