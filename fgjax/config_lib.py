@@ -587,7 +587,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   check_known_fields(cfg, ssl_config(cfg.method))
   validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
 
-  d, m, mo, p, o, t, e = cfg.data, cfg.model, cfg.moco, cfg.perturb, cfg.optim, cfg.train, cfg.eval
+  d, m, mo, p, o, e = cfg.data, cfg.model, cfg.moco, cfg.perturb, cfg.optim, cfg.eval
   gb = d.global_batch_size
 
   require(m.encoder in ENCODERS, "model.encoder", f"expected one of {ENCODERS}, got {m.encoder!r}")

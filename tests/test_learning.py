@@ -12,7 +12,6 @@ flaky; a recipe or data set under which the encoder does not learn fails them.
 import os
 
 import jax
-import pytest
 
 from fgjax import config_lib
 from fgjax import supervised_config

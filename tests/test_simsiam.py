@@ -3,6 +3,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -179,7 +180,31 @@ def test_perturb_simsiam_end_to_end(tmp_path):
   assert results["run"]["method"] == "perturb_simsiam"
 
 
+def _last_updates(cfg, total):
+  """The updates of the last of ``total`` steps of gradient 1 on every parameter group."""
+  tx = optim.joint_optimizer(cfg, total)
+  params = {name: {"w": jnp.zeros(3)} for name in ("encoder", "head", "predictor", "decoder")}
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  for _ in range(total):
+    updates, state = tx.update(grads, state, params)
+  return updates
+
+
 def test_optimizer_groups():
+  """Encoder/head follow the cosine schedule, the predictor stays at the peak lr, the decoder is Adam."""
   cfg = _cfg("perturb_simsiam")
-  tx = optim.joint_optimizer(cfg, 10)
-  assert tx is not None
+  cfg.optim.weight_decay = 0.0
+  cfg.optim.momentum = 0.0  # an update is then -lr * gradient
+  cfg.optim.warmup_steps = 0
+  total = 10
+  updates = _last_updates(cfg, total)
+  peak = cfg.optim.base_lr * cfg.data.global_batch_size / cfg.optim.lr_batch_base
+  last_lr = float(optim.learning_rate(cfg, total)(total - 1))
+  assert last_lr < 0.05 * peak  # the end of the cosine: far from the peak
+  np.testing.assert_allclose(updates["encoder"]["w"], -last_lr, rtol=1e-5)
+  np.testing.assert_allclose(updates["head"]["w"], -last_lr, rtol=1e-5)
+  np.testing.assert_allclose(updates["predictor"]["w"], -peak, rtol=1e-5)  # fixed lr (the official recipe)
+  np.testing.assert_allclose(updates["decoder"]["w"], -cfg.perturb.decoder_lr, rtol=1e-3)  # Adam, constant grads
+  cfg.simsiam.fixed_predictor_lr = False  # then the predictor follows the schedule too
+  np.testing.assert_allclose(_last_updates(cfg, total)["predictor"]["w"], -last_lr, rtol=1e-5)
