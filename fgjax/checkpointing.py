@@ -282,3 +282,22 @@ class Checkpointer:
       self.wait()
     finally:
       self._manager.close()
+
+
+def read_latest(workdir: str) -> tuple[int, Any, int]:
+  """``(step, state tree, data position)`` of a run's newest complete checkpoint, as saved.
+
+  Host arrays without a target structure: for tests, tools and inspection.
+
+  Raises:
+    CheckpointError: the workdir has no complete checkpoint.
+  """
+  ckpt = Checkpointer(workdir, keep=1_000_000, create=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {ckpt.directory}")
+    state, position = ckpt.read(step)
+  finally:
+    ckpt.close()
+  return step, state, position

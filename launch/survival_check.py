@@ -56,12 +56,7 @@ def _logged_step(workdir):
 def _final_state(workdir):
   from fgjax import checkpointing
   import jax
-  ckpt = checkpointing.Checkpointer(workdir, keep=10, create=False)
-  try:
-    step = ckpt.latest_step()
-    state, _ = ckpt.read(step)
-  finally:
-    ckpt.close()
+  step, state, _ = checkpointing.read_latest(workdir)
   return step, [np.asarray(x) for x in jax.tree.leaves(state)]
 
 

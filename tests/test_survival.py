@@ -71,12 +71,7 @@ def _signal_when(proc, workdir, at_step, sig):
 
 
 def _final(workdir):
-  ckpt = checkpointing.Checkpointer(workdir, keep=10, create=False)
-  try:
-    step = ckpt.latest_step()
-    state, position = ckpt.read(step)
-  finally:
-    ckpt.close()
+  step, state, position = checkpointing.read_latest(workdir)
   return step, position, state
 
 

@@ -31,11 +31,8 @@ def _final_state(workdir):
 
   Read without a target structure, so the test does not rebuild the method's setup by hand.
   """
-  ckpt = checkpointing.Checkpointer(workdir, keep=10, create=False)
-  try:
-    return ckpt.read(ckpt.latest_step())
-  finally:
-    ckpt.close()
+  _, state, position = checkpointing.read_latest(workdir)
+  return state, position
 
 
 @pytest.fixture(scope="module")
