@@ -119,6 +119,24 @@ def test_sigterm_saves_the_current_step_and_the_rerun_matches(reference, tmp_pat
   assert _metrics_steps(workdir) == _metrics_steps(reference) == list(range(1, TOTAL_STEPS + 1))
 
 
+def test_ctrl_c_to_the_process_group_with_worker_processes_is_one_line(tmp_path):
+  """A terminal's Ctrl-C reaches every process of the group: the grain workers ignore it."""
+  workdir = str(tmp_path)
+  proc = subprocess.Popen([sys.executable, "-m", "fgjax.main", *FLAGS, "--config.data.num_workers=2",
+                           f"--workdir={workdir}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  deadline = time.time() + 240
+  while _steps_logged(workdir) < 30:
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    assert time.time() < deadline
+    time.sleep(0.005)
+  os.killpg(proc.pid, signal.SIGINT)
+  code, _, err = _finish(proc)
+  assert code == preemption.EXIT_PREEMPTED, err[-3000:]
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+  assert "fgjax: stopped: SIGINT at step" in err
+
+
 def test_sigkill_mid_run_resumes_to_the_same_state(reference, tmp_path):
   workdir = str(tmp_path)
   proc = _start(workdir)

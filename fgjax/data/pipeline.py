@@ -17,6 +17,7 @@ uint8 images only.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Iterator
 
 import grain
@@ -228,5 +229,14 @@ def iterate_from(batches: grain.MapDataset, start: int, *, read_threads: int = 2
     from absl import flags
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use, tests)
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                        worker_init_fn=_ignore_interrupts)
   return iter(ds)
+
+
+def _ignore_interrupts(worker_index: int, worker_count: int) -> None:
+  """Runs in each grain worker at start: Ctrl-C reaches the whole process group, and
+  the workers must not die with a traceback while the trainer saves its step
+  (fgjax.preemption); the trainer stops them when it closes the iterator."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
