@@ -213,12 +213,14 @@ class Checkpointer:
         state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
     return restored["state"], int(restored["data"]["data_position"])
 
-  def restore_latest_good(self, target_state: Any) -> tuple[Any, int, int] | None:
+  def restore_latest_good(self, target_state: Any, *,
+                          move_damaged: bool = True) -> tuple[Any, int, int] | None:
     """The newest step that restores: ``(state, data position, step)``, or None without steps.
 
-    Each damaged newer step is logged in one line and moved to
-    ``<workdir>/damaged_checkpoints/`` (kept for inspection, out of orbax's way:
-    the resumed run will save that step number again).
+    Each damaged newer step is logged in one line and, with ``move_damaged``
+    (training; evaluation only reads), moved to ``<workdir>/damaged_checkpoints/``
+    (kept for inspection, out of orbax's way: the resumed run will save that step
+    number again).
 
     Raises:
       CheckpointError: steps exist but none restores.
@@ -231,9 +233,9 @@ class Checkpointer:
         logging.warning("%s; trying the step before it", e)
         damaged.append((step, str(e)))
         continue
-      for bad, _ in damaged:
-        self.quarantine(bad)
-      if damaged:
+      if damaged and move_damaged:
+        for bad, _ in damaged:
+          self.quarantine(bad)
         logging.warning("resuming from checkpoint step %d; damaged step(s) %s moved to %s", step,
                         [bad for bad, _ in damaged], os.path.join(os.path.dirname(self.directory), DAMAGED_DIR))
       return state, position, step

@@ -28,7 +28,7 @@ class Preempted(RuntimeError):
 
 
 class StopRequest:
-  """Records SIGTERM/SIGINT between :meth:`install` and :meth:`restore` (or as a context manager)."""
+  """Records SIGTERM/SIGINT between :meth:`install` and :meth:`restore`."""
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -36,13 +36,6 @@ class StopRequest:
     self.signal_name: str | None = None
     self._previous: dict[int, object] = {}
     self._multiprocess = jax.process_count() > 1
-
-  def __enter__(self) -> "StopRequest":
-    self.install()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.restore()
 
   def install(self) -> None:
     """Installs the handlers (single-process runs, main thread)."""

@@ -244,7 +244,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
       raise NonFiniteLossError(
           f"non-finite {term} at step {bad_step} (steps {fetched[0][0]}-{fetched[-1][0]} checked); "
           f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
-    norm = float(_param_norm(state))
+    norm = float(_param_norm(state)) if fetched else 0.0  # (nothing new: checked at this step already)
     if not norm < MAX_PARAM_NORM:  # (also catches NaN)
       raise NonFiniteLossError(
           f"parameter norm {norm:.3g} at step {step} exceeds {MAX_PARAM_NORM:.0e} (exploded); "
@@ -289,15 +289,12 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
         flush(done)
         monitor(done)
         progress.start_window()  # the monitor's time is not a training step's
-      if done % cfg.train.checkpoint_every == 0 or done == last_step:
+      stopping = stop.should_stop(done)  # (every step: in a multi-process run, a sync point)
+      if stopping or done % cfg.train.checkpoint_every == 0 or done == last_step:
         flush(done)
         ckpt.save(done, state, data_position=done)
         last_saved = done
-      if stop.should_stop(done):
-        if last_saved != done:
-          flush(done)
-          ckpt.save(done, state, data_position=done)
-          last_saved = done
+      if stopping:
         ckpt.wait()  # this save and any still in flight are on disk before we report them
         raise Preempted(f"{stop.signal_name} at step {done} of {total_steps}: saved checkpoint step {done} "
                         f"in {ckpt.directory}; rerun the same command to resume")

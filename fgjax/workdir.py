@@ -117,10 +117,15 @@ def _safe(field: str) -> bool:
   return any(field == s or (s.endswith(".") and field.startswith(s)) for s in SAFE_TO_CHANGE_ON_RESUME)
 
 
-def changed_fields(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-  """Fields (dotted) whose values differ between two configs and are not safe to change."""
+def changed_fields(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """``{field (dotted): (saved value, wanted value)}`` of the fields that differ and are not safe to change."""
   a, b = _flatten(saved), _flatten(wanted)
-  return sorted(f for f in set(a) | set(b) if not _safe(f) and a.get(f, "<absent>") != b.get(f, "<absent>"))
+  changed = {}
+  for field in sorted(set(a) | set(b)):
+    old, new = a.get(field, "<absent>"), b.get(field, "<absent>")
+    if not _safe(field) and old != new:
+      changed[field] = (old, new)
+  return changed
 
 
 def check_resume_config(workdir: str, cfg: Any) -> None:
@@ -152,8 +157,7 @@ def check_resume_config(workdir: str, cfg: Any) -> None:
   wanted = json.loads(cfg.to_json_best_effort())
   changed = changed_fields(saved, wanted)
   if changed:
-    a, b = _flatten(saved), _flatten(wanted)
-    shown = ", ".join(f"{f} {a.get(f, '<absent>')!r} -> {b.get(f, '<absent>')!r}" for f in changed[:5])
+    shown = ", ".join(f"{f} {old!r} -> {new!r}" for f, (old, new) in list(changed.items())[:5])
     more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
     raise WorkdirError(
         f"workdir {workdir} holds checkpoints of another config ({shown}{more}); rerun with the "

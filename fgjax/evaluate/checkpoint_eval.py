@@ -154,35 +154,32 @@ def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = 
                             f"{', '.join(ckpt.missing_files(checkpoint_step))}); saved steps: {steps}")
     if checkpoint_step >= 0 and checkpoint_step not in steps:
       raise EvaluationError(f"no checkpoint of step {checkpoint_step} in {ckpt_dir}; saved steps: {steps}")
-    # The latest by default; a damaged one falls back to the step before (named in the log).
-    candidates = [checkpoint_step] if checkpoint_step >= 0 else steps[::-1]
-
     data = pipeline.load_splits(train_cfg)  # (the supervised heads are sized by the train split)
     # The schedule's length does not shape the state.
     setup = registry.setup(train_cfg, num_train=1, train_source=data["train"])
     init_rng, _ = registry.rngs(train_cfg)
     abstract = jax.eval_shape(setup.init_state, init_rng)
+    newest = checkpoint_step if checkpoint_step >= 0 else steps[-1]
+    try:
+      problem = checkpointing.shape_mismatch(abstract, ckpt.state_shapes(newest))
+    except checkpointing.CheckpointError:
+      problem = None  # damaged metadata: reported (or fallen back from) below
+    if problem:
+      raise EvaluationError(f"checkpoint step {newest} in {ckpt_dir} does not match the model of "
+                            f"the training config ({train_cfg.method}, {train_cfg.model.encoder} "
+                            f"width {train_cfg.model.width}): {problem}")
     device = jax.local_devices()[0]
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(device)),
         abstract)
-    damage = []
-    for step in candidates:
-      try:
-        problem = checkpointing.shape_mismatch(abstract, ckpt.state_shapes(step))
-        if problem:
-          raise EvaluationError(f"checkpoint step {step} in {ckpt_dir} does not match the model of "
-                                f"the training config ({train_cfg.method}, {train_cfg.model.encoder} "
-                                f"width {train_cfg.model.width}): {problem}")
-        state, _ = ckpt.restore(step, target)
-        break
-      except checkpointing.CheckpointError as e:
-        damage.append(str(e))
-        if len(candidates) > 1:
-          logging.warning("%s; trying the step before it", e)
-    else:
-      raise EvaluationError("; ".join(damage) if len(damage) == 1 else
-                            f"no checkpoint in {ckpt_dir} can be restored: " + "; ".join(damage))
+    try:
+      if checkpoint_step >= 0:  # the step asked for, or one line naming its damage
+        state, _ = ckpt.restore(checkpoint_step, target)
+        step = checkpoint_step
+      else:  # the latest; a damaged one falls back to the step before (named in the log)
+        state, _, step = ckpt.restore_latest_good(target, move_damaged=False)
+    except checkpointing.CheckpointError as e:
+      raise EvaluationError(str(e)) from None
   finally:
     ckpt.close()
   return RestoredRun(workdir=workdir, step=step, train_cfg=train_cfg, setup=setup,
