@@ -151,8 +151,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(cfg.to_json_best_effort(indent=2))
+    workdir_lib.write_config(workdir, cfg)
 
   # ---- data
   data = pipeline.load_splits(cfg)

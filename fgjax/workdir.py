@@ -104,6 +104,19 @@ class Lock:
       self._file = None
 
 
+def write_config(workdir: str, cfg: Any) -> None:
+  """Writes ``<workdir>/config.json`` atomically (a temporary file, then a rename).
+
+  The other processes of a multi-process run read it in
+  :func:`check_resume_config` while process 0 writes it: they must see the old
+  file or the new one, never a truncated one.
+  """
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(cfg.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
+
+
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   if isinstance(tree, dict):
     out = {}

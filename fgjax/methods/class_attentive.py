@@ -591,10 +591,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
 def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """:func:`train_and_evaluate` in a checked, locked workdir."""
+  from fgjax import workdir as workdir_lib
   from fgjax.evaluate import report
 
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(cfg.to_json(indent=2))
+  workdir_lib.write_config(workdir, cfg)
   start = time.time()
   data = load_data(cfg)
   variant = ca_config.variant_name(cfg)
