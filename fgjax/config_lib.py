@@ -26,7 +26,7 @@ Presets (comma-separated, applied left to right):
                   (pair_loss off, nu = 0).
 * ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks).
 * ``bf16``     -- bfloat16 compute, float32 parameters/optimizer/BN statistics/losses
-                  (``model.dtype``; fgjax/precision.py). For TPUs and GPUs of compute
+                  (``model.dtype``; fgjax/infra/precision.py). For TPUs and GPUs of compute
                   capability >= 8.0; on a CPU without AVX512-BF16/AMX it is emulated.
 * ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs):
                   image size, batch, model, schedule, evaluation. It keeps the
@@ -235,7 +235,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.max_steps = 0  # > 0: stop after this many steps (the schedule is unchanged).
   # jax.profiler trace of profile_steps steps from profile_start_step (absolute
   # step numbers; the first steps compile) into profile_dir ('' = <workdir>/profile);
-  # 0 steps = off. See fgjax/profiling.py.
+  # 0 steps = off. See fgjax/infra/profiling.py.
   t.profile_steps = 0
   t.profile_start_step = 5
   t.profile_dir = ""

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from fgjax import command_line
 from fgjax import config_lib
-from fgjax import distributed
+from fgjax.infra import distributed
 
 
 def _error(message: str) -> None:
@@ -38,7 +38,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
                                           lock_config=True)
 flags.FLAGS["config"].parser = command_line.CheckedConfigFileParser(flags.FLAGS["config"].parser)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-# Multi-process runs (fgjax/distributed.py); each falls back to its FGJAX_* environment variable.
+# Multi-process runs (fgjax/infra/distributed.py); each falls back to its FGJAX_* environment variable.
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start jax.distributed, detecting the cluster "
                                  "(TPU pod, SLURM, MPI) unless the flags below are given.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "HOST:PORT of process 0 (FGJAX_COORDINATOR_ADDRESS).")
@@ -58,7 +58,7 @@ class _QuietLibraries:
 
 def main(argv):
   _check_command_line(argv)
-  from fgjax import preemption
+  from fgjax.infra import preemption
   from fgjax import train  # JAX is imported here, after flag parsing
   from fgjax.data import records
   from fgjax.evaluate import checkpoint_eval

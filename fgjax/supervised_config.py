@@ -386,7 +386,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
     require(bi.group_capacity >= 0, "base_indi.group_capacity",
             f"must be >= 0 (0 = auto), got {bi.group_capacity}")
   else:
-    from fgjax import contrastive_losses
+    from fgjax.ops import contrastive_losses
     s = cfg.supcon
     config_lib.require_positive(s.temperature, "supcon.temperature")
     config_lib.require_positive(s.base_temperature, "supcon.base_temperature")

@@ -21,16 +21,16 @@ import numpy as np
 import optax
 from absl import logging
 
-from fgjax import checkpointing
+from fgjax.infra import checkpointing
 from fgjax import config_lib
-from fgjax import distributed
-from fgjax import metrics_writer
+from fgjax.infra import distributed
+from fgjax.infra import metrics_writer
 from fgjax import optim
-from fgjax import parallel
-from fgjax import precision
-from fgjax import preemption
-from fgjax import profiling
-from fgjax import workdir as workdir_lib
+from fgjax.infra import parallel
+from fgjax.infra import precision
+from fgjax.infra import preemption
+from fgjax.infra import profiling
+from fgjax.infra import workdir as workdir_lib
 from fgjax.data import pipeline
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import curves

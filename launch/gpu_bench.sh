@@ -40,8 +40,8 @@ else
 fi
 [[ "$PRECISION" == "bfloat16" ]] && PRESET="$PRESET,bf16"
 
-echo "== fgjax (python -m fgjax.bench --config=configs/moco.py:$PRESET)"
-python -m fgjax.bench --config="configs/moco.py:$PRESET" --methods=moco --steps="$STEPS" --warmup="$WARMUP" \
+echo "== fgjax (python -m fgjax.tools.bench --config=configs/moco.py:$PRESET)"
+python -m fgjax.tools.bench --config="configs/moco.py:$PRESET" --methods=moco --steps="$STEPS" --warmup="$WARMUP" \
   --config.data.global_batch_size="$BATCH" --config.model.bn_groups=1 --config.moco.shuffle_bn=False \
   --out="$OUT_DIR/fgjax.json"
 

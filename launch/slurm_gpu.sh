@@ -14,7 +14,7 @@
 #           --gpus-per-task / per-task CUDA_VISIBLE_DEVICES.
 # per-node: one process per node driving all its GPUs (JAX_LOCAL_DEVICE_IDS lists them; JAX
 #           would otherwise give the single task GPU 0 only).
-# Either way the mesh is every GPU of the job and the math is the same (fgjax/parallel.py).
+# Either way the mesh is every GPU of the job and the math is the same (fgjax/infra/parallel.py).
 #
 # Install: once, into the Python environment the tasks use (a venv on the shared filesystem):
 #   FGJAX_VENV (default .venv here; created if missing), JAX_GPU_SPEC (default "jax[cuda12]").

@@ -54,7 +54,7 @@ def _logged_step(workdir):
 
 
 def _final_state(workdir):
-  from fgjax import checkpointing
+  from fgjax.infra import checkpointing
   import jax
   step, state, _ = checkpointing.read_latest(workdir)
   return step, [np.asarray(x) for x in jax.tree.leaves(state)]

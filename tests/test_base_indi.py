@@ -16,7 +16,7 @@ import pytest
 
 from fgjax import config_lib
 from fgjax import optim
-from fgjax import parallel
+from fgjax.infra import parallel
 from fgjax import supervised_config
 from fgjax.data import pipeline
 from fgjax.methods import base_indi
@@ -364,7 +364,7 @@ def test_cli_bad_field_is_one_line(tmp_path):
 
 
 def test_spatial_attention_is_the_channel_mean_of_squares():
-  from fgjax import spatial_attention as sa
+  from fgjax.ops import spatial_attention as sa
   a = np.random.default_rng(6).normal(size=(2, 3, 4, 5)).astype(np.float32)
   raw = np.asarray(sa.spatial_attention(jnp.asarray(a), normalize=None))
   np.testing.assert_allclose(raw, np.mean(a ** 2, axis=-1), rtol=1e-6)
@@ -377,7 +377,7 @@ def test_spatial_attention_is_the_channel_mean_of_squares():
 
 def test_attention_maps_of_a_stage_follow_the_bright_region():
   """A random ResNet's stage-1 activations are larger where the input has energy."""
-  from fgjax import spatial_attention as sa
+  from fgjax.ops import spatial_attention as sa
   cfg = supervised_config.base_indi_config("base", "runlocal")
   data = pipeline.load_splits(cfg)
   s = registry.setup(cfg, train_source=data["train"])

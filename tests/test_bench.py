@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from fgjax import bench
+from fgjax.tools import bench
 from fgjax import config_lib
 
 
@@ -38,7 +38,7 @@ def test_unknown_method_is_a_config_error():
 
 
 def test_retrieval_benchmark_measures_a_small_set():
-  from fgjax.evaluate import bench as eval_bench
+  from fgjax.tools import eval_bench as eval_bench
   features, labels = eval_bench.sop_like_embeddings(300, 16)
   sizes = __import__("numpy").bincount(labels)
   assert features.shape == (300, 16) and sizes.min() >= 2 and sizes.max() <= 14
@@ -47,7 +47,7 @@ def test_retrieval_benchmark_measures_a_small_set():
 
 
 def test_probe_benchmark_measures_a_small_set():
-  from fgjax.evaluate import bench as eval_bench
+  from fgjax.tools import eval_bench as eval_bench
   r = eval_bench.measure_probe(200, 8, 4, 100, fraction=0.5)
   assert r["seconds_first_call"] > 0 and r["seconds_second_call"] > 0 and 0 <= r["top1"] <= 1
 

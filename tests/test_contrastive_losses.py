@@ -1,4 +1,4 @@
-"""Tests of fgjax.contrastive_losses (SupCon, HCL): loop references, hand values, gradients."""
+"""Tests of fgjax.ops.contrastive_losses (SupCon, HCL): loop references, hand values, gradients."""
 
 import math
 
@@ -11,8 +11,8 @@ from jax import test_util as jtu
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from fgjax import contrastive_losses as cl
-from fgjax import parallel
+from fgjax.ops import contrastive_losses as cl
+from fgjax.infra import parallel
 
 # Jitted entry points (eager op-by-op dispatch compiles every primitive separately).
 _supcon = jax.jit(cl.supcon_loss, static_argnames=(
@@ -385,7 +385,7 @@ class HCLTest(chex.TestCase, parameterized.TestCase):
 class ShardedTest(absltest.TestCase):
 
   def test_all_gathered_loss_matches_single_device(self):
-    # The recipe of the module docstring, under shard_map as fgjax.parallel runs a step
+    # The recipe of the module docstring, under shard_map as fgjax.infra.parallel runs a step
     # (check_vma=False): every device computes the global loss on the all-gathered
     # batch; pmean of the gradients must equal the single-device gradient.
     num_devices = 4

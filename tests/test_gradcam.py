@@ -1,4 +1,4 @@
-"""Tests of fgjax.gradcam: closed-form scores (Eq. 3) and the absence of a gradient path."""
+"""Tests of fgjax.ops.gradcam: closed-form scores (Eq. 3) and the absence of a gradient path."""
 
 from absl.testing import absltest
 import chex
@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import gradcam
-from fgjax import losses
+from fgjax.ops import gradcam
+from fgjax.ops import losses
 
 
 class GradCamTest(chex.TestCase):

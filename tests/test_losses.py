@@ -1,4 +1,4 @@
-"""Tests of fgjax.losses: NumPy references, hand-computed values, gradients, invariances."""
+"""Tests of fgjax.ops.losses: NumPy references, hand-computed values, gradients, invariances."""
 
 import math
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import test_util as jtu
 import numpy as np
 
-from fgjax import losses
+from fgjax.ops import losses
 
 # Jitted entry points for tests that are not chex variants: eager op-by-op
 # dispatch compiles every primitive separately and is slow on a busy CPU.

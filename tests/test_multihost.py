@@ -31,9 +31,9 @@ import time
 import numpy as np
 import pytest
 
-from fgjax import checkpointing
+from fgjax.infra import checkpointing
 from fgjax import config_lib
-from fgjax import distributed
+from fgjax.infra import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))

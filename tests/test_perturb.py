@@ -1,4 +1,4 @@
-"""Tests of fgjax.perturb: min-max (Eq. 4), bank variance (Sec. 3.4), noise (Eq. 5-6)."""
+"""Tests of fgjax.ops.perturb: min-max (Eq. 4), bank variance (Sec. 3.4), noise (Eq. 5-6)."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import perturb
+from fgjax.ops import perturb
 
 # Jitted entry point for tests that are not chex variants (eager dispatch is
 # slow on a busy CPU); every argument but the key is traced or checked at trace time.

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fgjax import config_lib
-from fgjax import gradcam
+from fgjax.ops import gradcam
 from fgjax import supervised_config
 from fgjax import train
 from fgjax.data import pipeline

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 
 from fgjax import config_lib
-from fgjax import contrastive_losses
-from fgjax import gradcam
-from fgjax import losses
-from fgjax import parallel
-from fgjax import perturb
-from fgjax import precision
+from fgjax.ops import contrastive_losses
+from fgjax.ops import gradcam
+from fgjax.ops import losses
+from fgjax.infra import parallel
+from fgjax.ops import perturb
+from fgjax.infra import precision
 from fgjax import train
 from fgjax.data import pipeline
 from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_simsiam
 from fgjax.methods import registry
 from fgjax.methods import ssl_common
-from fgjax.parallel import DATA_AXIS
+from fgjax.infra.parallel import DATA_AXIS
 
 STEPS = 6
 

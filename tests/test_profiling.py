@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from fgjax import config_lib
-from fgjax import profiling
+from fgjax.infra import profiling
 from fgjax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Tests of fgjax.queue: ring-buffer enqueue and the momentum (EMA) update."""
+"""Tests of fgjax.ops.queue: ring-buffer enqueue and the momentum (EMA) update."""
 
 from absl.testing import absltest
 import pytest
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import queue as queue_lib
+from fgjax.ops import queue as queue_lib
 
 
 class EnqueueTest(chex.TestCase):
@@ -113,7 +113,7 @@ if __name__ == "__main__":
 
 def test_cosine_momentum_schedule():
   """BYOL / solo-learn's schedule: base at step 0, final at T and after, a cosine between."""
-  from fgjax.queue import cosine_momentum
+  from fgjax.ops.queue import cosine_momentum
   m = lambda t: float(cosine_momentum(t, base=0.99, final=0.999, total_steps=100))
   assert m(0) == pytest.approx(0.99) and m(100) == pytest.approx(0.999)
   assert m(50) == pytest.approx((0.99 + 0.999) / 2)

@@ -9,7 +9,7 @@ import pytest
 
 from fgjax import config_lib
 from fgjax import optim
-from fgjax import parallel
+from fgjax.infra import parallel
 from fgjax import train
 from fgjax.data import pipeline
 from fgjax.methods import moco

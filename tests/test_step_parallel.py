@@ -15,7 +15,7 @@ import pytest
 
 from fgjax import config_lib
 from fgjax import optim
-from fgjax import parallel
+from fgjax.infra import parallel
 from fgjax.data import pipeline
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fgjax import config_lib
-from fgjax import parallel
+from fgjax.infra import parallel
 from fgjax import supervised_config
 from fgjax.data import pipeline
 from fgjax.methods import registry

@@ -17,12 +17,12 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import checkpointing
+from fgjax.infra import checkpointing
 from fgjax import config_lib
-from fgjax import metrics_writer
-from fgjax import preemption
+from fgjax.infra import metrics_writer
+from fgjax.infra import preemption
 from fgjax import train
-from fgjax import workdir as workdir_lib
+from fgjax.infra import workdir as workdir_lib
 from fgjax.evaluate import checkpoint_eval
 from fgjax.methods import moco
 from fgjax.methods import registry

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import checkpointing
+from fgjax.infra import checkpointing
 from fgjax import config_lib
 from fgjax import train
 from fgjax.methods import moco

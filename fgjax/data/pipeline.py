@@ -237,6 +237,6 @@ def iterate_from(batches: grain.MapDataset, start: int, *, read_threads: int = 2
 def _ignore_interrupts(worker_index: int, worker_count: int) -> None:
   """Runs in each grain worker at start: Ctrl-C reaches the whole process group, and
   the workers must not die with a traceback while the trainer saves its step
-  (fgjax.preemption); the trainer stops them when it closes the iterator."""
+  (fgjax.infra.preemption); the trainer stops them when it closes the iterator."""
   del worker_index, worker_count
   signal.signal(signal.SIGINT, signal.SIG_IGN)

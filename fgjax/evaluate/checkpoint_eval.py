@@ -21,7 +21,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from fgjax import checkpointing
+from fgjax.infra import checkpointing
 from fgjax import config_lib
 from fgjax.data import pipeline
 from fgjax.evaluate import features as features_lib

@@ -581,7 +581,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     fgjax.config_lib.ConfigError: a bad config field (before anything runs).
     fgjax.train.WorkdirError, fgjax.train.NonFiniteLossError.
   """
-  from fgjax import workdir as workdir_lib
+  from fgjax.infra import workdir as workdir_lib
 
   ca_config.validate(cfg)
   workdir = workdir_lib.prepare(workdir)
@@ -591,7 +591,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
 def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """:func:`train_and_evaluate` in a checked, locked workdir."""
-  from fgjax import workdir as workdir_lib
+  from fgjax.infra import workdir as workdir_lib
   from fgjax.evaluate import report
 
   workdir_lib.write_config(workdir, cfg)

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax import losses
-from fgjax import queue as queue_lib
+from fgjax.ops import losses
+from fgjax.ops import queue as queue_lib
 from fgjax.methods import ssl_common as common
 
 PyTree = Any

@@ -19,14 +19,14 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from fgjax import gradcam as gradcam_lib
-from fgjax import losses
-from fgjax import perturb as perturb_lib
-from fgjax import queue as queue_lib
+from fgjax.ops import gradcam as gradcam_lib
+from fgjax.ops import losses
+from fgjax.ops import perturb as perturb_lib
+from fgjax.ops import queue as queue_lib
 from fgjax.data import augment
 from fgjax.methods import moco
 from fgjax.methods import ssl_common as common
-from fgjax.parallel import DATA_AXIS
+from fgjax.infra.parallel import DATA_AXIS
 
 PyTree = Any
 

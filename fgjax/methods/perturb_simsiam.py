@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from fgjax import gradcam as gradcam_lib
-from fgjax import losses
+from fgjax.ops import gradcam as gradcam_lib
+from fgjax.ops import losses
 from fgjax.data import augment
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco

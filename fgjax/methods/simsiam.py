@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax import losses
+from fgjax.ops import losses
 from fgjax.methods import moco
 from fgjax.methods import ssl_common as common
 

@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-from fgjax import losses
+from fgjax.ops import losses
 from fgjax.data import augment
 from fgjax.models import decoder as decoder_lib
 from fgjax.models import heads as heads_lib
 from fgjax.models import resnet as resnet_lib
-from fgjax.parallel import DATA_AXIS
+from fgjax.infra.parallel import DATA_AXIS
 
 PyTree = Any
 

@@ -3,7 +3,7 @@
 * ``ce``:     softmax cross-entropy on species labels (one augmented view);
 * ``supcon``: SupCon on species labels (Khosla et al. 2020, Eq. 2), two views,
               2-layer MLP head (n-n-128; 2048-2048-128 at full width), L2-normalised;
-* ``hcl``:    SupCon with genus soft positives (``fgjax.contrastive_losses.hcl_loss``).
+* ``hcl``:    SupCon with genus soft positives (``fgjax.ops.contrastive_losses.hcl_loss``).
 
 All three use the same backbone (ResNet or ViT, ``model.encoder``), data and
 augmentation (SupCon's: RandomResizedCrop(0.2-1), flip, colour jitter
@@ -13,7 +13,7 @@ features f(x) (the head is dropped, as in SupCon's linear evaluation).
 
 Multi-device: each device embeds its slice; the embeddings are all-gathered so
 every anchor sees the whole global batch as contrast, and every device computes
-the same global loss (``fgjax.contrastive_losses`` explains why the ``pmean`` of
+the same global loss (``fgjax.ops.contrastive_losses`` explains why the ``pmean`` of
 the gradients is then exactly the single-device gradient).
 """
 
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax import contrastive_losses as cl
+from fgjax.ops import contrastive_losses as cl
 from fgjax.data import augment
 from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih

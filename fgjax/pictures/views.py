@@ -17,10 +17,10 @@ import ml_collections
 import numpy as np
 
 from fgjax import config_lib
-from fgjax import gradcam as gradcam_lib
-from fgjax import losses
-from fgjax import perturb as perturb_lib
-from fgjax import spatial_attention
+from fgjax.ops import gradcam as gradcam_lib
+from fgjax.ops import losses
+from fgjax.ops import perturb as perturb_lib
+from fgjax.ops import spatial_attention
 from fgjax.data import augment
 from fgjax.data import pipeline
 from fgjax.methods import perturb_moco

@@ -28,7 +28,7 @@ import os
 import socket
 from typing import Any
 
-from fgjax import fs
+from fgjax.infra import fs
 
 LOCK_NAME = ".fgjax.lock"
 

@@ -1,6 +1,6 @@
 r"""Benchmark of the evaluation suite: retrieval at Stanford Online Products scale, the linear probe.
 
-  python -m fgjax.evaluate.bench --num=10000,60000 --dim=512 --out=bench_eval.json
+  python -m fgjax.tools.eval_bench --num=10000,60000 --dim=512 --out=bench_eval.json
 
 For each N it runs, in a fresh child process (so each peak-memory figure is
 that N's own), ``retrieval.retrieval_metrics`` on N synthetic embeddings of
@@ -106,11 +106,11 @@ def main(argv):
   rows = []
   for num in f.num:
     child = subprocess.run(
-        [sys.executable, "-m", "fgjax.evaluate.bench", "--child", f"--num={num}",
+        [sys.executable, "-m", "fgjax.tools.eval_bench", "--child", f"--num={num}",
          f"--dim={f.dim}", f"--chunk_size={f.chunk_size}"],
         capture_output=True, text=True, check=False)
     if child.returncode != 0:
-      sys.exit(f"fgjax.evaluate.bench: N={num} failed:\n{child.stderr[-3000:]}")
+      sys.exit(f"fgjax.tools.eval_bench: N={num} failed:\n{child.stderr[-3000:]}")
     rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
     r = rows[-1]
     print(f"N={r['num']:>6} d={r['dim']} classes={r['num_classes']}: ranks {r['seconds_ranks_only']:.1f} s, "

@@ -36,7 +36,7 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
   """Places a pytree of host/global arrays on every device of the mesh.
 
   With several processes each one supplies the full value to its own devices;
-  the values must be equal (same seed and config: ``fgjax.distributed``
+  the values must be equal (same seed and config: ``fgjax.infra.distributed``
   checks the config). ``jax.device_put`` would check equality with one
   cross-process allgather per leaf: hundreds of small collectives for a train
   state (on the 2-process CPU rehearsal: tens of seconds, and a gloo connect
@@ -80,7 +80,7 @@ def precompile(steps: list[Callable[..., Any]], mesh: Mesh, state: Any, local_ba
   """Compiles ``data_parallel`` steps for these arguments now; their first call reuses it.
 
   Lets every process finish compiling before any enters the step's first
-  collective (``fgjax.distributed.barrier`` explains why that matters).
+  collective (``fgjax.infra.distributed.barrier`` explains why that matters).
   """
   batch = shard_batch(mesh, local_batch)
   for step in steps:

@@ -3,7 +3,7 @@
 ``eta_i = ReLU(dL/dv_i * v_i)``: the gradient of the contrastive loss with
 respect to the pooled feature vector ``v`` (not a convolutional feature map, as in
 the original Grad-CAM), times the feature itself. High scores mark the
-dimensions that the loss relies on; the perturbation (``fgjax.perturb``) puts
+dimensions that the loss relies on; the perturbation (``fgjax.ops.perturb``) puts
 less noise on them.
 """
 

@@ -12,9 +12,9 @@ and recent GPUs):
   momentum (key) network, BatchNorm statistics (Flax computes batch mean and
   variance in float32 and keeps the running averages in float32), the pooled
   feature vector ``v`` (the ResNet pools in float32), the head outputs, the MoCo
-  queue, the memory bank and its variance (``fgjax.perturb``), every loss and its
-  softmax (``fgjax.losses``, ``fgjax.contrastive_losses``, the instance head), and
-  the Grad-CAM gradient (``fgjax.gradcam``; the head it differentiates runs in
+  queue, the memory bank and its variance (``fgjax.ops.perturb``), every loss and its
+  softmax (``fgjax.ops.losses``, ``fgjax.ops.contrastive_losses``, the instance head), and
+  the Grad-CAM gradient (``fgjax.ops.gradcam``; the head it differentiates runs in
   float32, see ``ssl_common.float32_heads``).
 
 float32 stays the default (``config_lib.ssl_config``). bfloat16 on a CPU is

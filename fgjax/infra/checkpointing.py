@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from fgjax import workdir as workdir_lib
+from fgjax.infra import workdir as workdir_lib
 
 
 def tree_path(path) -> str:

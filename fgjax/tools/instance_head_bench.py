@@ -1,6 +1,6 @@
 r"""Benchmark of Base-Indi's instance head: Eq. 4 (all n) vs Eq. 5 (own super-class).
 
-  python -m fgjax.methods.bench_instance_head --out=bench_instance_head.json
+  python -m fgjax.tools.instance_head_bench --out=bench_instance_head.json
 
 For each setting it times one forward + backward pass (``jax.value_and_grad``
 with respect to the features and the head's parameters, jit-compiled; median of

@@ -10,7 +10,7 @@ starts the runtime when asked, by flags of ``fgjax.main`` or by environment:
   ``jax.distributed.initialize()`` reads the cluster from the environment.
 
 Nothing else changes: the mesh spans every device of every process
-(``fgjax.parallel``), each process reads its own slice of the global batch
+(``fgjax.infra.parallel``), each process reads its own slice of the global batch
 (``fgjax.data.pipeline``), every process takes part in orbax saves and restores.
 
 Failures end in bounded time with one line on every process, never a hang:

@@ -12,7 +12,7 @@ row ``v * B + b`` being view ``v`` of sample ``b``. With ``contrast_mode='all'``
 every row is an anchor (``A = V * B`` anchors, same order); with ``'one'`` only
 view 0 is (``A = B`` anchors, anchor ``b`` = sample ``b``).
 
-Features are L2-normalised *inside* the losses (with `fgjax.losses.l2_normalize`).
+Features are L2-normalised *inside* the losses (with `fgjax.ops.losses.l2_normalize`).
 The official code expects normalised input and normalises in the model; doing it
 here as well is idempotent on normalised input (also for the gradient: the
 Jacobian of a second normalisation at a unit vector is the same projection), and
@@ -20,7 +20,7 @@ it makes an unnormalised head output an impossible mistake rather than a silent
 one (at T = 0.07 unnormalised logits ``|z|^2 / T`` saturate the softmax).
 
 Inputs are cast to at least float32 and the logits use ``Precision.HIGHEST``
-(``fgjax.losses``): dividing cosines by T = 0.07 and exponentiating would lose
+(``fgjax.ops.losses``): dividing cosines by T = 0.07 and exponentiating would lose
 most of the signal in bfloat16. float64 stays float64 (gradient checks).
 
 Multi-device (``jax.shard_map`` over a ``'data'`` axis): the loss needs the whole
@@ -55,9 +55,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fgjax.losses import _PRECISION
-from fgjax.losses import _at_least_float32
-from fgjax.losses import l2_normalize
+from fgjax.ops.losses import _PRECISION
+from fgjax.ops.losses import _at_least_float32
+from fgjax.ops.losses import l2_normalize
 
 __all__ = ["supcon_loss", "hcl_loss", "masked_mean", "CONTRAST_MODES"]
 

@@ -1,8 +1,8 @@
 r"""Benchmark of the SSL training steps: images/s, ms/step, XLA FLOPs, TFLOP/s and MFU.
 
-  python -m fgjax.bench --config=configs/moco.py:fullwidth --methods=moco
-  python -m fgjax.bench --config=configs/moco.py:cub200,bf16 --methods=moco,perturb_moco,simsiam
-  python -m fgjax.bench --config=configs/perturb_moco.py --steps=10 --out=bench.json
+  python -m fgjax.tools.bench --config=configs/moco.py:fullwidth --methods=moco
+  python -m fgjax.tools.bench --config=configs/moco.py:cub200,bf16 --methods=moco,perturb_moco,simsiam
+  python -m fgjax.tools.bench --config=configs/perturb_moco.py --steps=10 --out=bench.json
 
 Runs on whatever devices JAX sees (CPU, one GPU, a TPU host): the step is the
 training loop's own ``jit(shard_map(step))`` over all devices. For each method of
@@ -152,8 +152,8 @@ def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None,
   import jax
 
   from fgjax import config_lib
-  from fgjax import parallel
-  from fgjax import precision
+  from fgjax.infra import parallel
+  from fgjax.infra import precision
   from fgjax.methods import registry
 
   if method not in BENCH_METHODS:
@@ -255,7 +255,7 @@ def main(argv):
     results = run(_CONFIG.value, _METHODS.value, steps=_STEPS.value, warmup=_WARMUP.value,
                   matmul_size=_MATMUL.value, profile_dir=_PROFILE.value)
   except config_lib.ConfigError as e:
-    print(f"fgjax.bench: error: {e}", file=sys.stderr)
+    print(f"fgjax.tools.bench: error: {e}", file=sys.stderr)
     sys.exit(2)
   print(format_table(results))
   if _OUT.value:

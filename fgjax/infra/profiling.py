@@ -16,7 +16,7 @@ first steps of a run compile; start the window after them (the default is step
 5) to see steady-state steps. The trace waits for the last traced step's
 results, so the device work of every traced step is inside it.
 
-``python -m fgjax.profiling DIR`` prints where the time of the latest trace in
+``python -m fgjax.infra.profiling DIR`` prints where the time of the latest trace in
 DIR went, by XLA op kind (``convolution``/``ynn_fusion``, ``transpose_copy_fusion``,
 ...): a first look without TensorBoard.
 
@@ -41,7 +41,7 @@ import ml_collections
 from absl import logging
 
 from fgjax import config_lib
-from fgjax import fs
+from fgjax.infra import fs
 
 PROFILE_SUBDIR = "profile"
 
@@ -190,9 +190,9 @@ def op_breakdown(directory: str, num_steps: int = 1) -> list[tuple[str, float, i
 
 
 def main(argv: list[str]) -> None:
-  """``python -m fgjax.profiling DIR [STEPS]``: the op breakdown of DIR's latest trace."""
+  """``python -m fgjax.infra.profiling DIR [STEPS]``: the op breakdown of DIR's latest trace."""
   if len(argv) not in (2, 3):
-    print("usage: python -m fgjax.profiling PROFILE_DIR [TRACED_STEPS]", file=sys.stderr)
+    print("usage: python -m fgjax.infra.profiling PROFILE_DIR [TRACED_STEPS]", file=sys.stderr)
     sys.exit(2)
   rows = op_breakdown(argv[1], int(argv[2]) if len(argv) == 3 else 1)
   total = sum(ms for _, ms, _ in rows) or 1.0

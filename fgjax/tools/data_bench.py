@@ -1,7 +1,7 @@
 r"""Benchmark of the input pipeline: JPEG decode + resize on the host, aug+ two views on device.
 
-  python -m fgjax.data.bench                       # a generated CUB-like JPEG folder
-  python -m fgjax.data.bench --root=/data/cub --split=train --batches=20
+  python -m fgjax.tools.data_bench                       # a generated CUB-like JPEG folder
+  python -m fgjax.tools.data_bench --root=/data/cub --split=train --batches=20
 
 Without ``--root`` it writes ``--num_images`` JPEGs of CUB-200's typical size
 (500 x 375 and 375 x 500, quality 90, smooth random content so the files are
@@ -66,7 +66,7 @@ def device_images_per_s(batch_images, *, image_size: int, repeats: int = 3) -> f
   import statistics
   import jax
   from jax.sharding import PartitionSpec as P
-  from fgjax import parallel
+  from fgjax.infra import parallel
   from fgjax.methods import ssl_common
 
   def two_views(rng, images):
