@@ -14,14 +14,11 @@ import os
 import ml_collections
 from absl import flags
 from absl import logging
+from fgjax.errors import ConfigLoadError  # (re-exported: raised here)
 
 USAGE = "python -m fgjax.main --config=configs/NAME.py[:preset] --workdir=DIR"
 # The repository's configs/ folder (the parent of the package), listed when --config is missing.
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-class ConfigLoadError(Exception):
-  """A --config file that cannot be loaded (not a ValueError: absl must not wrap it)."""
 
 
 def available_configs(configs_dir: str = CONFIGS_DIR) -> list[str]:

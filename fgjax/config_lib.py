@@ -48,16 +48,13 @@ import math
 from typing import Any
 
 import ml_collections
+from fgjax.errors import ConfigError  # (re-exported: raised here)
 
 SSL_METHODS = ("moco", "perturb_moco", "simsiam", "perturb_simsiam")
 PERTURB_METHODS = ("perturb_moco", "perturb_simsiam")
 SIMSIAM_METHODS = ("simsiam", "perturb_simsiam")
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 DTYPES = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-  """A config field is unknown or has an impossible value (one line, names the field)."""
 
 
 def ssl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:

@@ -24,7 +24,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from fgjax import command_line
-from fgjax import config_lib
+from fgjax import errors
 from fgjax.infra import distributed
 
 
@@ -60,9 +60,7 @@ def main(argv):
   _check_command_line(argv)
   from fgjax.infra import preemption
   from fgjax import train  # JAX is imported here, after flag parsing
-  from fgjax.data import records
   from fgjax.evaluate import checkpoint_eval
-  from fgjax.pictures.draw import PicturesError
 
   cfg = _CONFIG.value
   workdir = _WORKDIR.value or cfg.get("workdir", "")
@@ -95,14 +93,13 @@ def main(argv):
     # The others wait for process 0's evaluation: a process that exits early
     # would fail the runtime's shutdown barrier (300 s) and with it process 0.
     distributed.barrier("run_end", timeout_s=distributed.EVALUATION_TIMEOUT_S)
-  except (config_lib.ConfigError, train.WorkdirError, checkpoint_eval.EvaluationError,
-          records.DataError, PicturesError, distributed.DistributedError) as e:
+  except errors.UserError as e:  # config, workdir, data, evaluation, pictures, cluster
     print(f"fgjax: error: {where}{e}", file=sys.stderr)
     sys.exit(2)
-  except train.NonFiniteLossError as e:
+  except errors.NonFiniteLossError as e:
     print(f"fgjax: stopped: {where}{e}", file=sys.stderr)
     sys.exit(1)
-  except train.Preempted as e:  # SIGTERM/SIGINT: the current step is saved
+  except errors.Preempted as e:  # SIGTERM/SIGINT: the current step is saved
     print(f"fgjax: stopped: {where}{e}", file=sys.stderr)
     sys.exit(preemption.EXIT_PREEMPTED)
 

@@ -36,6 +36,7 @@ from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import curves
 from fgjax.evaluate import report
 from fgjax.methods import registry
+from fgjax.errors import NonFiniteLossError  # (re-exported: raised here)
 
 
 # The NaN guard also stops when the global L2 norm of the parameters passes this
@@ -48,10 +49,6 @@ MAX_PARAM_NORM = 1e6
 WorkdirError = workdir_lib.WorkdirError
 prepare_workdir = workdir_lib.prepare
 Preempted = preemption.Preempted
-
-
-class NonFiniteLossError(RuntimeError):
-  """A loss term became NaN/inf, or the parameters exploded; the message names the step and the term."""
 
 
 def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:

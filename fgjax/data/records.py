@@ -33,6 +33,7 @@ from typing import IO, Sequence
 
 import numpy as np
 from PIL import Image
+from fgjax.errors import DataError, ImageTooLargeError  # (re-exported: raised here)
 
 # 16-bit grayscale (PNG) opens in one of these modes; convert('RGB') would clip it.
 _WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -47,14 +48,6 @@ MAX_IMAGE_PIXELS_LIMIT = 2 * MAX_IMAGE_PIXELS
 # The limit above replaces PIL's warning (which would print a multi-line warning
 # for an image that is then refused, or that the config allows).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-class DataError(ValueError):
-  """A data set cannot be read as configured; the message names the path or class."""
-
-
-class ImageTooLargeError(ValueError):
-  """An image has more pixels than the configured limit (``data.max_image_pixels``)."""
 
 
 def decode_rgb(file: str | IO[bytes], max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

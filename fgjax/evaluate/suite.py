@@ -31,14 +31,11 @@ import numpy as np
 
 from fgjax.evaluate import linear_probe
 from fgjax.evaluate import retrieval
+from fgjax.errors import EvaluationError  # (re-exported: raised here)
 
 LARGE_TEST_SET = 10_000
 SMALL_SET_RECALL_KS = (1, 2, 4, 8)  # CUB-200, Cars196 (Song et al. 2016)
 LARGE_SET_RECALL_KS = (1, 10, 100, 1000)  # Stanford Online Products
-
-
-class EvaluationError(ValueError):
-  """The inputs of an evaluation cannot give a meaningful number (one line)."""
 
 
 def recall_ks_for(e: ml_collections.ConfigDict, num_test: int) -> tuple[int, ...]:

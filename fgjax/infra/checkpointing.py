@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from fgjax.infra import workdir as workdir_lib
+from fgjax.errors import CheckpointError  # (re-exported: raised here)
 
 
 def tree_path(path) -> str:
@@ -62,10 +63,6 @@ def shape_mismatch(expected: Any, saved: dict[str, tuple[tuple[int, ...], str]])
 # Files every complete step has (orbax writes them last, at the commit).
 REQUIRED_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/manifest.ocdbt", "data/metadata")
 DAMAGED_DIR = "damaged_checkpoints"  # under the workdir: damaged steps are moved here, not deleted
-
-
-class CheckpointError(workdir_lib.WorkdirError):
-  """A checkpoint step cannot be used (incomplete, damaged, disk full); the message names the step and why."""
 
 
 def _first_line(e: BaseException) -> str:

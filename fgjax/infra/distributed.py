@@ -39,6 +39,7 @@ import threading
 from typing import Any, Mapping
 
 import ml_collections
+from fgjax.errors import DistributedError  # (re-exported: raised here)
 
 ENV_COORDINATOR = "FGJAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "FGJAX_NUM_PROCESSES"
@@ -51,10 +52,6 @@ DEFAULT_TIMEOUT_S = 300  # jax.distributed's own default: pod workers start minu
 EVALUATION_TIMEOUT_S = 6 * 3600
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _TRUE = ("1", "true", "yes", "on")
-
-
-class DistributedError(RuntimeError):
-  """The multi-process runtime cannot start, or the processes disagree (one line)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,12 +19,9 @@ import signal
 import threading
 
 import jax
+from fgjax.errors import Preempted  # (re-exported: raised here)
 
 EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGINT, checkpoint of the current step saved
-
-
-class Preempted(RuntimeError):
-  """The run stopped on a signal after saving a checkpoint; the message says which step."""
 
 
 class StopRequest:

@@ -29,6 +29,7 @@ import socket
 from typing import Any
 
 from fgjax.infra import fs
+from fgjax.errors import WorkdirError  # (re-exported: raised here)
 
 LOCK_NAME = ".fgjax.lock"
 
@@ -40,10 +41,6 @@ SAFE_TO_CHANGE_ON_RESUME = (
     "workdir", "train.", "eval.",
     "data.read_threads", "data.prefetch_batches", "data.num_workers", "data.data_dir",
 )
-
-
-class WorkdirError(RuntimeError):
-  """The workdir cannot be used: unwritable, held by another run, or of another config."""
 
 
 def prepare(workdir: str) -> str:

@@ -14,15 +14,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from fgjax.errors import PicturesError  # (re-exported: raised here)
 
 DPI = 100
 _CELL = 1.25  # inches per image cell: a 32 px image is drawn at 125 px, readable
 _WRONG = "#d62728"  # red frame: a neighbour of another class (seed B, Fig. 3)
 _RIGHT = "#2ca02c"
-
-
-class PicturesError(RuntimeError):
-  """A picture cannot be made (missing extra, bad request); the message names the cause."""
 
 
 def pyplot():
