@@ -12,7 +12,7 @@
 set -euo pipefail
 runs=${1:-runs/class_attentive}; seeds=${2:-3}; shift $(( $# > 2 ? 2 : $# )) || true
 config=configs/class_attentive.py
-runs_list=(  # name:presets[:extra flag]  (names are the rows of fgjax.methods.class_attentive.TABLE_ROWS)
+runs_list=(  # name:presets[:extra flag]  (names are the rows of fgjax.tools.tables.CLASS_ATTENTIVE_ROWS)
   "paper:paper"
   "siamese_paper:siamese,positives_only"
   "contrastive:contrastive"
@@ -49,5 +49,5 @@ for setting_entry in "${settings[@]}"; do
   done
 done
 echo "total: $(( $(date +%s) - start )) s" | tee -a "${runs}/times.txt"
-python -m fgjax.methods.class_attentive --table "${runs}" --seeds "${seeds}" --settings default,hard \
+python -m fgjax.tools.tables class_attentive "${runs}" --seeds "${seeds}" --settings default,hard \
   | tee "${runs}/table.md"

@@ -32,4 +32,4 @@ for seed in $(seq 0 $((seeds - 1))); do
     run_table_entry "${name}" "${seed}" "${runs}" "${CONFIGS[${name}]}"
   done
 done
-python "$(dirname "$0")/learning_table.py" "${runs}"
+python -m fgjax.tools.tables learning "${runs}" --curves "${runs}/learning_curves.png" | tee "${runs}/learning.md"

@@ -13,22 +13,4 @@ for seed in $(seq 0 $((seeds - 1))); do
       --config.seed="${seed}" "$@"
   done
 done
-python - "$runs" "$seeds" <<'PY'
-import json, sys, statistics as st
-runs, seeds = sys.argv[1], int(sys.argv[2])
-keys = ["knn20_top1_fine", "probe100_top1_fine", "probe20_top1_fine", "rank1_fine", "rank5_fine", "map_fine",
-        "knn20_top1_super", "map_super"]
-def cell(values):
-    values = [100 * v for v in values]
-    return f"{st.mean(values):.2f}" + (f" ± {st.stdev(values):.2f}" if len(values) > 1 else "")
-print("| encoder | " + " | ".join(keys) + " |")
-print("|---|" + "---|" * len(keys))
-rows = {}
-for method in ("moco", "perturb_moco"):
-    res = [json.load(open(f"{runs}/{method}_seed{s}/results.json")) for s in range(seeds)]
-    rows[method] = [r["trained"] for r in res]
-    rows.setdefault("random init", [r["random_init"] for r in res if "random_init" in r])
-for name, results in rows.items():
-    if results:
-        print(f"| {name} | " + " | ".join(cell([r[k] for r in results]) for k in keys) + " |")
-PY
+python -m fgjax.tools.tables moco_vs_perturb "${runs}" --seeds "${seeds}"

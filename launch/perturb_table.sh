@@ -35,27 +35,4 @@ for seed in $(seq 0 $((seeds - 1))); do
   done
 done
 echo "total: $(( $(date +%s) - start )) s" | tee -a "${runs}/times.txt"
-python - "$runs" "$seeds" <<'PY' | tee "${runs}/table.md"
-import json, statistics as st, sys
-runs, seeds = sys.argv[1], int(sys.argv[2])
-cols = [("probe100_top1_fine", "linear 100 %"), ("probe50_top1_fine", "linear 50 %"),
-        ("probe20_top1_fine", "linear 20 %"), ("rank1_fine", "rank-1"), ("map_fine", "mAP"),
-        ("knn20_top1_fine", "kNN")]
-rows = [("MoCo v2", "moco"), ("Perturb-MoCo (full)", "perturb_moco"),
-        ("  Grad-CAM noise only (v + v^g)", "gradcam_only"),
-        ("  low-variance noise only (v + v^var)", "lowvar_only"),
-        ("  L_C + alpha L_R only (no pairs)", "no_pairs"),
-        ("SimSiam", "simsiam"), ("Perturb-SimSiam (full)", "perturb_simsiam")]
-def cell(values):
-    values = [100 * v for v in values]
-    return f"{st.mean(values):.2f}" + (f" ± {st.stdev(values):.2f}" if len(values) > 1 else "")
-print(f"Embedded patches data, fine classes (32), test split; mean ± std over {seeds} seed(s), in %.\n")
-print("| method | " + " | ".join(title for _, title in cols) + " |")
-print("|---|" + "---|" * len(cols))
-base = json.load(open(f"{runs}/moco_seed0/results.json")).get("random_init")
-if base:
-    print("| random init (seed 0) | " + " | ".join(f"{100 * base[k]:.2f}" for k, _ in cols) + " |")
-for title, name in rows:
-    res = [json.load(open(f"{runs}/{name}_seed{s}/results.json"))["trained"] for s in range(seeds)]
-    print(f"| {title} | " + " | ".join(cell([r[k] for r in res]) for k, _ in cols) + " |")
-PY
+python -m fgjax.tools.tables perturb "${runs}" --seeds "${seeds}" | tee "${runs}/table.md"

@@ -15,7 +15,7 @@ module gathers runs named ``<name>_seed<k>`` under one directory into
 * one PNG of every run's kNN curve, one panel per name.
 
 ``launch/learning_check.sh`` runs the CPU defaults and calls
-``launch/learning_table.py``, which uses this module.
+``python -m fgjax.tools.tables learning RUNS_DIR``, which uses this module.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from fgjax.evaluate import curves
 from fgjax.evaluate import report
+from fgjax.tools.tables import mean_std
 
 _RUN = re.compile(r"^(?P<name>.+)_seed(?P<seed>\d+)$")
 
@@ -52,13 +53,6 @@ def _metric_keys(trained: dict[str, Any]) -> list[tuple[str, str]]:
       if key is not None:
         keys.append((f"{label} {level}", key))
   return keys
-
-
-def _mean_std(values: list[float]) -> str:
-  if not values:
-    return "-"
-  mean = statistics.mean(values)
-  return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
 def _load(seeds: dict[int, str]) -> dict[int, dict[str, Any]]:
@@ -127,7 +121,7 @@ def table(runs: dict[str, dict[int, str]]) -> str:
       cells.append("-" if wall is None else f"{float(wall) / 60:.1f} min")
       lines.append("| " + " | ".join(cells) + " |")
     lines.append("| mean ± std | " + " | ".join(
-        f"{_mean_std(trained_values[label])}, difference {_mean_std(diffs[label])}" for label, _ in keys)
+        f"{mean_std(trained_values[label])}, difference {mean_std(diffs[label])}" for label, _ in keys)
         + " | | |")
     lines.append("")
   return "\n".join(lines) + "\n"
