@@ -11,8 +11,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from fgjax import config_lib
+from fgjax.methods import registry
+from fgjax import errors
 from fgjax.infra import profiling
+from fgjax.tools import trace_summary
 from fgjax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,12 +44,30 @@ def test_profiler_traces_exactly_its_window(tmp_path):
   traces = _traces(str(tmp_path))
   assert len(traces) == 1 and _step_numbers(traces[0]) == [2, 3]
   assert glob.glob(os.path.join(str(tmp_path), "plugins", "profile", "*", "*.xplane.pb"))
-  kinds = {kind for kind, ms, _ in profiling.op_breakdown(str(tmp_path), num_steps=2) if ms >= 0}
+  rows = trace_summary.op_breakdown(str(tmp_path), num_steps=2)
+  kinds = {kind for kind, ms, _ in rows if ms >= 0}
   assert kinds and not any(k.startswith(("ThunkExecutor", "$")) for k in kinds)
+  assert [ms for _, ms, _ in rows] == sorted((ms for _, ms, _ in rows), reverse=True)  # largest first
+  # The command line prints the same rows (top 30) with their share of the op time.
+  run = subprocess.run([sys.executable, "-m", "fgjax.tools.trace_summary", str(tmp_path), "2"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr[-2000:]
+  lines = run.stdout.splitlines()
+  assert lines[0].split() == ["ms/step", "share", "count", "op", "kind"]
+  assert [line.split(None, 3)[3] for line in lines[1:]] == [kind for kind, _, _ in rows[:30]]
+
+
+def test_trace_summary_without_a_trace_is_one_error_line(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no \\*.trace.json.gz"):
+    trace_summary.op_breakdown(str(tmp_path))
+  run = subprocess.run([sys.executable, "-m", "fgjax.tools.trace_summary", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode == 2 and run.stderr.startswith("trace_summary: error: no *.trace.json.gz"), run.stderr
+  assert "Traceback" not in run.stderr
 
 
 def test_profiler_off_writes_nothing(tmp_path):
-  cfg = config_lib.ssl_config("moco", "runlocal")
+  cfg = registry.config("moco", "runlocal")
   profiler = profiling.StepProfiler.from_config(cfg, str(tmp_path))  # profile_steps = 0
   with profiler.step(5):
     pass
@@ -55,7 +75,7 @@ def test_profiler_off_writes_nothing(tmp_path):
 
 
 def test_training_run_writes_a_profile_under_the_workdir(tmp_path):
-  cfg = config_lib.ssl_config("moco", "runlocal")
+  cfg = registry.config("moco", "runlocal")
   cfg.train.max_steps = 3
   cfg.train.profile_start_step = 1
   cfg.train.profile_steps = 2
@@ -67,10 +87,10 @@ def test_training_run_writes_a_profile_under_the_workdir(tmp_path):
 
 @pytest.mark.parametrize("field,value", [("profile_steps", -1), ("profile_start_step", -2)])
 def test_negative_profile_fields_are_config_errors(field, value):
-  cfg = config_lib.ssl_config("moco", "runlocal")
+  cfg = registry.config("moco", "runlocal")
   cfg.train[field] = value
-  with pytest.raises(config_lib.ConfigError, match=f"train.{field}"):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match=f"train.{field}"):
+    registry.validate(cfg, num_devices=1)
 
 
 def test_unwritable_profile_dir_is_one_line_before_compiling(tmp_path):

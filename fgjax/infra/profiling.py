@@ -16,31 +16,24 @@ first steps of a run compile; start the window after them (the default is step
 5) to see steady-state steps. The trace waits for the last traced step's
 results, so the device work of every traced step is inside it.
 
-``python -m fgjax.infra.profiling DIR`` prints where the time of the latest trace in
-DIR went, by XLA op kind (``convolution``/``ynn_fusion``, ``transpose_copy_fusion``,
-...): a first look without TensorBoard.
+``python -m fgjax.tools.trace_summary DIR`` prints where the time of the latest
+trace in DIR went, by XLA op kind: a first look without TensorBoard.
 
 :func:`check_profile_dir` runs before anything compiles: a directory that cannot
-be written is one :class:`config_lib.ConfigError` line, not a failure after the
+be written is one :class:`fgjax.errors.ConfigError` line, not a failure after the
 first steps.
 """
 
 from __future__ import annotations
 
-import collections
-import glob
-import gzip
-import json
 import os
-import re
-import sys
 from typing import Any
 
 import jax
 import ml_collections
 from absl import logging
 
-from fgjax import config_lib
+from fgjax.errors import ConfigError
 from fgjax.infra import fs
 
 PROFILE_SUBDIR = "profile"
@@ -56,7 +49,7 @@ def check_profile_dir(directory: str) -> str:
   try:
     fs.ensure_writable_dir(directory)  # every process of a multi-host run writes its own trace here
   except OSError as e:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f"config field 'train.profile_dir': profile directory {directory!r} is not writable: "
         f"{e.strerror or e}") from None
   return directory
@@ -88,7 +81,7 @@ class StepProfiler:
     """The profiler of ``cfg.train`` (off when ``train.profile_steps`` is 0).
 
     Raises:
-      config_lib.ConfigError: the profile directory cannot be written (only
+      ConfigError: the profile directory cannot be written (only
         checked when profiling is on).
     """
     t = cfg.train
@@ -159,47 +152,3 @@ class _StepContext:
     if exc_type is None:
       self.profiler._finish(self.step, self.state_fn() if self.state_fn else None)
     return False
-
-
-# Trace events that are not XLA ops: the executor, Python frames, thread pools.
-_NOT_OPS = ("ThunkExecutor", "SlinkyThreadPool", "$", "PjitFunction", "end: ", "train")
-
-
-def op_breakdown(directory: str, num_steps: int = 1) -> list[tuple[str, float, int]]:
-  """``(op kind, ms per step, count per step)`` of the latest trace in ``directory``, largest first.
-
-  An op kind is the HLO instruction name without its ``.N`` suffix, e.g. every
-  ``transpose_copy_fusion.12`` counts as ``transpose_copy_fusion``. Device (or,
-  on a CPU, thunk) events only; divide by ``num_steps`` traced steps.
-  """
-  files = sorted(glob.glob(os.path.join(directory, "plugins", "profile", "*", "*.trace.json.gz")))
-  if not files:
-    raise FileNotFoundError(f"no *.trace.json.gz under {directory}/plugins/profile")
-  with gzip.open(files[-1]) as f:
-    events = json.load(f)["traceEvents"]
-  total: collections.Counter = collections.Counter()
-  count: collections.Counter = collections.Counter()
-  for e in events:
-    name = e.get("name", "")
-    if e.get("ph") != "X" or not name or name.startswith(_NOT_OPS):
-      continue
-    kind = re.sub(r"\.\d+$", "", name)
-    total[kind] += float(e.get("dur", 0.0))
-    count[kind] += 1
-  return [(kind, us / 1e3 / num_steps, count[kind] // max(1, num_steps)) for kind, us in total.most_common()]
-
-
-def main(argv: list[str]) -> None:
-  """``python -m fgjax.infra.profiling DIR [STEPS]``: the op breakdown of DIR's latest trace."""
-  if len(argv) not in (2, 3):
-    print("usage: python -m fgjax.infra.profiling PROFILE_DIR [TRACED_STEPS]", file=sys.stderr)
-    sys.exit(2)
-  rows = op_breakdown(argv[1], int(argv[2]) if len(argv) == 3 else 1)
-  total = sum(ms for _, ms, _ in rows) or 1.0
-  print(f"{'ms/step':>10} {'share':>6} {'count':>6}  op kind")
-  for kind, ms, n in rows[:30]:
-    print(f"{ms:10.1f} {100 * ms / total:5.1f}% {n:6d}  {kind}")
-
-
-if __name__ == "__main__":
-  main(sys.argv)
