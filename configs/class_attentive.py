@@ -10,10 +10,10 @@ margin loss with different-class negatives), ``paper`` (the paper's loss exactly
 1 - cos(z'_i, z'_j) on positive pairs; collapses), ``siamese`` (margin loss, no
 attention), ``supervised`` (MLP classifier on raw inputs), ``positives_only``,
 ``infonce``, ``own_weights``, ``hard`` (closer radii), ``runlocal`` (seconds).
-Schema and validation: fgjax/methods/class_attentive_config.py.
+Schema and validation: fgjax/methods/class_attentive/config.py.
 """
 
-from fgjax.methods import class_attentive_config
+from fgjax.methods.class_attentive import config as class_attentive_config
 
 
 def get_config(arg=None):

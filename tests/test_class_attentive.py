@@ -11,10 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax import errors
 from fgjax.data import circles
-from fgjax.methods import class_attentive as ca
-from fgjax.methods import class_attentive_config as cc
+from fgjax.methods.class_attentive import config as cc
+from fgjax.methods.class_attentive import evaluate as ca_eval
+from fgjax.methods.class_attentive import loop
+from fgjax.methods.class_attentive import model as ca_model
+from fgjax.methods.class_attentive import run as ca_run
+from fgjax.ops import class_attentive_losses as ca_losses
+from fgjax.tools import tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,19 +36,19 @@ def test_cosine_loss_matches_numpy():
   rng = np.random.default_rng(0)
   z_i, z_j, w = rng.normal(size=(3, 8, 5)).astype(np.float32)
   w = np.abs(w)
-  got = jax.jit(ca.class_attentive_cosine_loss)(z_i, z_j, w)
+  got = jax.jit(ca_losses.class_attentive_cosine_loss)(z_i, z_j, w)
   a, b = z_i * w, z_j * w  # z' = z (.) w_y, then l_mod = 1 - cos(z'_i, z'_j)
   want = 1.0 - (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
   chex.assert_shape(got, (8,))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   # Invariant to a positive scale of either side; identical pairs cost 0.
-  np.testing.assert_allclose(ca.class_attentive_cosine_loss(3.0 * z_i, z_j, w), got, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(ca.class_attentive_cosine_loss(z_i, z_i, w), 0.0, atol=1e-6)
+  np.testing.assert_allclose(ca_losses.class_attentive_cosine_loss(3.0 * z_i, z_j, w), got, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ca_losses.class_attentive_cosine_loss(z_i, z_i, w), 0.0, atol=1e-6)
 
 
 def test_cosine_loss_gradient_is_finite_at_zero():
   z = jnp.zeros((2, 4))
-  grad = jax.grad(lambda z_i: ca.class_attentive_cosine_loss(z_i, z + 1.0, jnp.ones((2, 4))).sum())(z)
+  grad = jax.grad(lambda z_i: ca_losses.class_attentive_cosine_loss(z_i, z + 1.0, jnp.ones((2, 4))).sum())(z)
   assert np.all(np.isfinite(grad))
 
 
@@ -63,7 +68,7 @@ def test_pair_similarities_match_numpy(mode):
   z = rng.normal(size=(6, 4)).astype(np.float32)
   w = rng.uniform(0.1, 1.0, size=(3, 4)).astype(np.float32)
   labels = np.array([0, 1, 2, 0, 1, 1])
-  got = ca.pair_similarities(z, labels, w, mode)
+  got = ca_losses.pair_similarities(z, labels, w, mode)
   np.testing.assert_allclose(got, _pair_sim_np(z, labels, w, mode), rtol=1e-5, atol=1e-6)
 
 
@@ -80,9 +85,9 @@ def test_margin_and_infonce_match_numpy():
     want_margin.append(1.0 - sim[v, partner[v]] + lam * hinge)
     logits = np.array([sim[v, partner[v]]] + [sim[v, u] for u in neg]) / tau
     want_nce.append(np.log(np.exp(logits).sum()) - logits[0])
-  got_margin = jax.jit(lambda s: ca.margin_contrastive_loss(s, partner, labels, margin=margin,
+  got_margin = jax.jit(lambda s: ca_losses.margin_contrastive_loss(s, partner, labels, margin=margin,
                                                             negative_weight=lam))(sim)
-  got_nce = jax.jit(lambda s: ca.info_nce_loss(s, partner, labels, temperature=tau))(sim)
+  got_nce = jax.jit(lambda s: ca_losses.info_nce_loss(s, partner, labels, temperature=tau))(sim)
   np.testing.assert_allclose(got_margin, want_margin, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got_nce, want_nce, rtol=1e-5, atol=1e-5)
 
@@ -91,8 +96,8 @@ def test_no_negatives_in_batch_is_finite():
   labels = np.zeros(4, np.int32)
   partner = np.array([2, 3, 0, 1])
   sim = jnp.full((4, 4), 0.5)
-  assert np.all(np.isfinite(ca.margin_contrastive_loss(sim, partner, labels)))
-  np.testing.assert_allclose(ca.info_nce_loss(sim, partner, labels), 0.0, atol=1e-6)
+  assert np.all(np.isfinite(ca_losses.margin_contrastive_loss(sim, partner, labels)))
+  np.testing.assert_allclose(ca_losses.info_nce_loss(sim, partner, labels), 0.0, atol=1e-6)
 
 
 def test_own_class_weights_admit_a_label_only_solution():
@@ -102,8 +107,8 @@ def test_own_class_weights_admit_a_label_only_solution():
   labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3])
   partner = jnp.array([4, 5, 6, 7, 0, 1, 2, 3])
   w = jnp.eye(4)  # disjoint supports
-  own = ca.margin_contrastive_loss(ca.pair_similarities(z, labels, w, "own"), partner, labels)
-  anchor = ca.margin_contrastive_loss(ca.pair_similarities(z, labels, w, "anchor"), partner, labels)
+  own = ca_losses.margin_contrastive_loss(ca_losses.pair_similarities(z, labels, w, "own"), partner, labels)
+  anchor = ca_losses.margin_contrastive_loss(ca_losses.pair_similarities(z, labels, w, "anchor"), partner, labels)
   np.testing.assert_allclose(own, 0.0, atol=1e-6)
   np.testing.assert_allclose(anchor, 1.0, atol=1e-6)
 
@@ -117,13 +122,13 @@ def test_attend_broadcasts_per_class():
   z = rng.normal(size=(5, 3)).astype(np.float32)
   w = rng.uniform(size=(4, 3)).astype(np.float32)
   labels = np.array([3, 0, 3, 1, 2])
-  got = np.asarray(ca.attend(z, w, labels))
+  got = np.asarray(ca_losses.attend(z, w, labels))
   for b, y in enumerate(labels):
     np.testing.assert_allclose(got[b], z[b] * w[y])
 
 
 def test_class_attention_module_has_one_bounded_row_per_class():
-  net = ca.ClassAttentiveNet(num_classes=3, hidden_dims=(8,), embed_dim=5)
+  net = ca_model.ClassAttentiveNet(num_classes=3, hidden_dims=(8,), embed_dim=5)
   params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 10)))
   chex.assert_shape(params["params"]["attention"]["logits"], (3, 5))
   out = net.apply(params, jnp.ones((2, 10)))
@@ -135,11 +140,11 @@ def test_class_attention_module_has_one_bounded_row_per_class():
   np.testing.assert_allclose(w, jax.nn.sigmoid(logits), rtol=1e-6)
   assert np.all((w > 0) & (w < 1))
   z = net.apply(params, jnp.ones((3, 10)))["z"]
-  np.testing.assert_allclose(ca.attend(z, w, jnp.array([2, 0, 1])), z * w[jnp.array([2, 0, 1])], rtol=1e-6)
+  np.testing.assert_allclose(ca_losses.attend(z, w, jnp.array([2, 0, 1])), z * w[jnp.array([2, 0, 1])], rtol=1e-6)
 
 
 def test_siamese_net_has_unit_weights_and_no_attention_params():
-  net = ca.ClassAttentiveNet(num_classes=3, hidden_dims=(8,), embed_dim=5, attention=False)
+  net = ca_model.ClassAttentiveNet(num_classes=3, hidden_dims=(8,), embed_dim=5, attention=False)
   params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 10)))
   assert "attention" not in params["params"]
   np.testing.assert_allclose(net.apply(params, jnp.ones((1, 10)))["class_weights"], 1.0)
@@ -149,9 +154,9 @@ def test_zero_bias_mlp_is_scale_equivariant_and_random_biases_break_it():
   """The reason for model.bias_init_std: classes differ only in scale."""
   x = jnp.asarray(circles.make_circles(train_per_class=4, test_per_class=1).train_x)
   for std, equivariant in ((0.0, True), (1.0, False)):
-    net = ca.MLPEmbedding((32, 32), 8, bias_init_std=std)
+    net = ca_model.MLPEmbedding((32, 32), 8, bias_init_std=std)
     params = net.init(jax.random.PRNGKey(0), x)
-    cos = ca.cosine_similarity(net.apply(params, x), net.apply(params, 1.3 * x))
+    cos = ca_losses.cosine_similarity(net.apply(params, x), net.apply(params, 1.3 * x))
     assert bool(np.all(np.asarray(cos) > 1 - 1e-5)) == equivariant, (std, cos)
 
 
@@ -244,7 +249,7 @@ def test_preset_fields():
 
 
 def _config_error(cfg):
-  with pytest.raises(config_lib.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     cc.validate(cfg)
   assert "\n" not in str(e.value)
   return str(e.value)
@@ -280,7 +285,7 @@ def test_supervised_with_attention_is_an_error():
 
 
 def test_unknown_preset():
-  with pytest.raises(config_lib.ConfigError, match="unknown preset 'papr'"):
+  with pytest.raises(errors.ConfigError, match="unknown preset 'papr'"):
     cc.class_attentive_config("papr")
 
 
@@ -291,10 +296,10 @@ def test_unknown_preset():
 def _short_run(preset):
   cfg = cc.class_attentive_config(preset + ",runlocal")
   cfg.optim.num_epochs = 6
-  data = ca.load_data(cfg)
-  net, params, history = ca.train(cfg, data)
-  z = ca.embed(net, params, data.test_x)["z"]
-  return ca.collapse_std_ratio(z), history
+  data = ca_run.load_data(cfg)
+  net, params, history = loop.train(cfg, data)
+  z = ca_eval.embed(net, params, data.test_x)["z"]
+  return ca_eval.collapse_std_ratio(z), history
 
 
 def test_paper_loss_collapses_and_negatives_prevent_it():
@@ -314,26 +319,25 @@ def test_paper_loss_collapses_and_negatives_prevent_it():
 def test_collapse_diagnostics():
   rng = np.random.default_rng(0)
   spread = rng.normal(size=(500, 16))
-  assert 0.9 < ca.collapse_std_ratio(spread) < 1.1
+  assert 0.9 < ca_eval.collapse_std_ratio(spread) < 1.1
   collapsed = np.ones((500, 16)) + 1e-6 * spread
-  assert ca.collapse_std_ratio(collapsed) < 1e-4
-  assert ca.effective_rank(spread) > 12 and ca.effective_rank(rng.normal(size=(500, 1)) * np.ones(16)) < 1.01
+  assert ca_eval.collapse_std_ratio(collapsed) < 1e-4
+  assert ca_eval.effective_rank(spread) > 12 and ca_eval.effective_rank(rng.normal(size=(500, 1)) * np.ones(16)) < 1.01
 
 
 def test_nan_loss_stops_the_run(monkeypatch):
-  from fgjax import train as train_lib
   cfg = cc.class_attentive_config("paper,runlocal")
   cfg.optim.num_epochs = 1
-  monkeypatch.setattr(ca, "class_attentive_cosine_loss", lambda z_i, z_j, w: jnp.full(z_i.shape[:1], jnp.nan))
-  with pytest.raises(train_lib.NonFiniteLossError, match="epoch 1: loss"):
-    ca.train(cfg, ca.load_data(cfg))
+  monkeypatch.setattr(ca_losses, "class_attentive_cosine_loss", lambda z_i, z_j, w: jnp.full(z_i.shape[:1], jnp.nan))
+  with pytest.raises(errors.NonFiniteLossError, match="epoch 1: loss"):
+    loop.train(cfg, ca_run.load_data(cfg))
 
 
 def test_tsne_png(tmp_path):
   pytest.importorskip("matplotlib")
   rng = np.random.default_rng(0)
   path = str(tmp_path / "t.png")
-  ca.tsne_png(rng.normal(size=(40, 8)), np.repeat(np.arange(4), 10), path, "test", max_points=30)
+  ca_eval.tsne_png(rng.normal(size=(40, 8)), np.repeat(np.arange(4), 10), path, "test", max_points=30)
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -360,8 +364,19 @@ def test_command_line_run_and_table(tmp_path):
   assert results["run"]["variant"] == "attentive/cosine"
   assert results["reference"]["oracle_test_top1"] > 0.9
   assert os.path.exists(workdir / "results.md") and os.path.exists(workdir / "metrics.jsonl")
-  table = ca.write_table(str(tmp_path), ["default"], seeds=1)
-  assert "the paper's loss" in table and "25 %" in table
+  # The launch table of this one run carries its numbers (one seed: no ± part).
+  table = tables.class_attentive_table(str(tmp_path), ["default"], seeds=1).splitlines()
+  pct = lambda v: f"{100 * v:.2f}"
+  row = [line for line in table if line.startswith("| class-attentive, the paper's loss")]
+  assert row == [f"| class-attentive, the paper's loss (positives only) `:paper` | 25 % | "
+                 f"{pct(trained['probe_test_top1'])} | {pct(trained['probe_all_top1'])} | "
+                 f"{pct(trained['unit_probe_test_top1'])} | {pct(trained['prototype_test_top1'])} | "
+                 f"{trained['std_ratio']:.3f} | {trained['effective_rank']:.1f} |"], table
+  ref = results["reference"]
+  assert (f"| linear classifier on the raw 200-d input | - | {pct(ref['raw_probe_test_top1'])} | "
+          f"{pct(ref['raw_probe_all_top1'])} | - | - | - | - |") in table
+  assert f"Data: {results['run']['data']}. Mean ± std over 1 seeds, in %." in table
+  assert not any(line.startswith("| Siamese") for line in table)  # rows without runs are left out
 
 
 def test_command_line_bad_field_is_one_line():

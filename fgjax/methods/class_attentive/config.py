@@ -1,6 +1,7 @@
 """Config schema, presets and validation of the class-attentive method (seed A).
 
-``configs/class_attentive.py`` is a thin wrapper around :func:`class_attentive_config`.
+``configs/class_attentive.py`` is a thin wrapper around :func:`class_attentive_config`;
+:func:`validate` runs before anything else (``run.train_and_evaluate``).
 Two orthogonal fields pick the variant:
 
 * ``objective``: ``'cosine'`` (the paper's l_mod = 1 - cos(z'_i, z'_j) on positive
@@ -27,11 +28,11 @@ Presets (comma-separated, applied left to right):
 from __future__ import annotations
 
 import importlib.util
-import math
 
 import ml_collections
 
-from fgjax.config_lib import ConfigError, check_known_fields
+from fgjax.config.fields import apply_presets, check_known_fields, require
+from fgjax.config.fields import is_finite_number as finite
 from fgjax.data import circles
 
 METHOD = "class_attentive"
@@ -105,9 +106,7 @@ def class_attentive_config(preset: str | None = None) -> ml_collections.ConfigDi
   c.eval.tsne = False  # tsne.png of the test embeddings (needs matplotlib: extra 'plots')
   c.eval.tsne_max_points = 1000
 
-  for name in split_presets(preset):
-    _PRESET_FNS[name](c)
-  return c
+  return apply_presets(c, preset, _PRESET_FNS)
 
 
 def _preset_contrastive(c):
@@ -164,14 +163,6 @@ _PRESET_FNS = {"contrastive": _preset_contrastive, "paper": _preset_paper, "siam
                "runlocal": _preset_runlocal}
 
 
-def split_presets(preset: str | None) -> list[str]:
-  names = [p.strip() for p in (preset or "").split(",") if p.strip()]
-  for name in names:
-    if name not in _PRESET_FNS:
-      raise ConfigError(f"unknown preset {name!r}: expected one of {sorted(_PRESET_FNS)}")
-  return names
-
-
 def variant_name(cfg: ml_collections.ConfigDict) -> str:
   """A short name of the variant (for reports): e.g. 'attentive/margin', 'siamese/cosine'."""
   if cfg.objective == "supervised":
@@ -182,78 +173,69 @@ def variant_name(cfg: ml_collections.ConfigDict) -> str:
   return name
 
 
-def _require(condition: bool, field: str, message: str) -> None:
-  if not condition:
-    raise ConfigError(f"config field {field!r}: {message}")
-
-
-def _finite(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Checks for unknown fields and impossible or contradictory values.
 
   Raises:
     ConfigError: one line naming the offending field.
   """
-  _require(cfg.get("method") == METHOD, "method", f"expected {METHOD!r}, got {cfg.get('method')!r}")
+  require(cfg.get("method") == METHOD, "method", f"expected {METHOD!r}, got {cfg.get('method')!r}")
   check_known_fields(cfg, class_attentive_config())
-  _require(cfg.objective in OBJECTIVES, "objective", f"expected one of {OBJECTIVES}, got {cfg.objective!r}")
-  _require(not (cfg.objective == "supervised" and cfg.model.attention), "model.attention",
-           "the supervised classifier on raw inputs has no class-attentive module (it would "
-           "need the label it predicts); set model.attention=False or use the supervised preset")
-  _require(isinstance(cfg.seed, int), "seed", f"must be an integer, got {cfg.seed!r}")
+  require(cfg.objective in OBJECTIVES, "objective", f"expected one of {OBJECTIVES}, got {cfg.objective!r}")
+  require(not (cfg.objective == "supervised" and cfg.model.attention), "model.attention",
+          "the supervised classifier on raw inputs has no class-attentive module (it would "
+          "need the label it predicts); set model.attention=False or use the supervised preset")
+  require(isinstance(cfg.seed, int), "seed", f"must be an integer, got {cfg.seed!r}")
 
   d = cfg.data
-  _require(d.name == "circles", "data.name", f"only the embedded 'circles' data exists for this method, got {d.name!r}")
-  _require(isinstance(d.num_classes, int) and d.num_classes >= 2, "data.num_classes",
-           f"must be an integer >= 2, got {d.num_classes!r}")
+  require(d.name == "circles", "data.name", f"only the embedded 'circles' data exists for this method, got {d.name!r}")
+  require(isinstance(d.num_classes, int) and d.num_classes >= 2, "data.num_classes",
+          f"must be an integer >= 2, got {d.num_classes!r}")
   radii = tuple(d.radii)
-  _require(len(radii) == d.num_classes, "data.radii",
-           f"has {len(radii)} radii but data.num_classes={d.num_classes}; give one radius per class")
-  _require(all(_finite(r) and r > 0 for r in radii), "data.radii", f"every radius must be > 0, got {radii}")
-  _require(len(set(radii)) == len(radii), "data.radii", f"radii must be distinct, got {radii}")
-  _require(_finite(d.noise_std) and d.noise_std >= 0, "data.noise_std", f"must be >= 0, got {d.noise_std}")
-  _require(d.num_points >= 1, "data.num_points", f"must be >= 1, got {d.num_points}")
+  require(len(radii) == d.num_classes, "data.radii",
+          f"has {len(radii)} radii but data.num_classes={d.num_classes}; give one radius per class")
+  require(all(finite(r) and r > 0 for r in radii), "data.radii", f"every radius must be > 0, got {radii}")
+  require(len(set(radii)) == len(radii), "data.radii", f"radii must be distinct, got {radii}")
+  require(finite(d.noise_std) and d.noise_std >= 0, "data.noise_std", f"must be >= 0, got {d.noise_std}")
+  require(d.num_points >= 1, "data.num_points", f"must be >= 1, got {d.num_points}")
   # A same-class positive partner must be another sample: >= 2 per class.
-  _require(d.train_per_class >= 2, "data.train_per_class", f"must be >= 2, got {d.train_per_class}")
-  _require(d.test_per_class >= 1, "data.test_per_class", f"must be >= 1, got {d.test_per_class}")
+  require(d.train_per_class >= 2, "data.train_per_class", f"must be >= 2, got {d.train_per_class}")
+  require(d.test_per_class >= 1, "data.test_per_class", f"must be >= 1, got {d.test_per_class}")
 
-  _require(_finite(cfg.aug.extra_noise_std) and cfg.aug.extra_noise_std >= 0, "aug.extra_noise_std",
-           f"must be >= 0, got {cfg.aug.extra_noise_std}")
+  require(finite(cfg.aug.extra_noise_std) and cfg.aug.extra_noise_std >= 0, "aug.extra_noise_std",
+          f"must be >= 0, got {cfg.aug.extra_noise_std}")
 
   m = cfg.model
-  _require(all(int(h) >= 1 for h in m.hidden_dims), "model.hidden_dims",
-           f"every width must be >= 1, got {tuple(m.hidden_dims)}")
-  _require(m.embed_dim >= 1, "model.embed_dim", f"must be >= 1, got {m.embed_dim}")
-  _require(_finite(m.bias_init_std) and m.bias_init_std >= 0, "model.bias_init_std",
-           f"must be >= 0, got {m.bias_init_std}")
+  require(all(int(h) >= 1 for h in m.hidden_dims), "model.hidden_dims",
+          f"every width must be >= 1, got {tuple(m.hidden_dims)}")
+  require(m.embed_dim >= 1, "model.embed_dim", f"must be >= 1, got {m.embed_dim}")
+  require(finite(m.bias_init_std) and m.bias_init_std >= 0, "model.bias_init_std",
+          f"must be >= 0, got {m.bias_init_std}")
 
   lo = cfg.loss
-  _require(lo.positive in POSITIVES, "loss.positive", f"expected one of {POSITIVES}, got {lo.positive!r}")
-  _require(lo.negative_weights in NEGATIVE_WEIGHTS, "loss.negative_weights",
-           f"expected one of {NEGATIVE_WEIGHTS}, got {lo.negative_weights!r}")
-  _require(_finite(lo.margin) and -1.0 <= lo.margin < 1.0, "loss.margin",
-           f"a cosine margin must be in [-1, 1), got {lo.margin}")
-  _require(_finite(lo.negative_weight) and lo.negative_weight >= 0, "loss.negative_weight",
-           f"must be >= 0, got {lo.negative_weight}")
-  _require(_finite(lo.temperature) and lo.temperature > 0, "loss.temperature", f"must be > 0, got {lo.temperature}")
+  require(lo.positive in POSITIVES, "loss.positive", f"expected one of {POSITIVES}, got {lo.positive!r}")
+  require(lo.negative_weights in NEGATIVE_WEIGHTS, "loss.negative_weights",
+          f"expected one of {NEGATIVE_WEIGHTS}, got {lo.negative_weights!r}")
+  require(finite(lo.margin) and -1.0 <= lo.margin < 1.0, "loss.margin",
+          f"a cosine margin must be in [-1, 1), got {lo.margin}")
+  require(finite(lo.negative_weight) and lo.negative_weight >= 0, "loss.negative_weight",
+          f"must be >= 0, got {lo.negative_weight}")
+  require(finite(lo.temperature) and lo.temperature > 0, "loss.temperature", f"must be > 0, got {lo.temperature}")
 
   o = cfg.optim
-  _require(_finite(o.learning_rate) and o.learning_rate > 0, "optim.learning_rate",
-           f"must be > 0, got {o.learning_rate}")
-  _require(isinstance(o.num_epochs, int) and o.num_epochs >= 1, "optim.num_epochs",
-           f"must be an integer >= 1, got {o.num_epochs!r}")
+  require(finite(o.learning_rate) and o.learning_rate > 0, "optim.learning_rate",
+          f"must be > 0, got {o.learning_rate}")
+  require(isinstance(o.num_epochs, int) and o.num_epochs >= 1, "optim.num_epochs",
+          f"must be an integer >= 1, got {o.num_epochs!r}")
   num_train = d.num_classes * d.train_per_class
-  _require(2 <= o.batch_size <= num_train, "optim.batch_size",
-           f"must be in [2, {num_train}] (the training split), got {o.batch_size}")
+  require(2 <= o.batch_size <= num_train, "optim.batch_size",
+          f"must be in [2, {num_train}] (the training split), got {o.batch_size}")
 
   e = cfg.eval
   for field in ("probe_epochs", "probe_batch_size"):
-    _require(e[field] >= 1, f"eval.{field}", f"must be >= 1, got {e[field]}")
-  _require(_finite(e.probe_learning_rate) and e.probe_learning_rate > 0, "eval.probe_learning_rate", "must be > 0")
-  _require(_finite(e.probe_weight_decay) and e.probe_weight_decay >= 0, "eval.probe_weight_decay", "must be >= 0")
-  _require(e.tsne_max_points >= 10, "eval.tsne_max_points", f"must be >= 10, got {e.tsne_max_points}")
-  _require(not e.tsne or importlib.util.find_spec("matplotlib") is not None, "eval.tsne",
-           "the t-SNE picture needs matplotlib: pip install -e '.[plots]' (or eval.tsne=False)")
+    require(e[field] >= 1, f"eval.{field}", f"must be >= 1, got {e[field]}")
+  require(finite(e.probe_learning_rate) and e.probe_learning_rate > 0, "eval.probe_learning_rate", "must be > 0")
+  require(finite(e.probe_weight_decay) and e.probe_weight_decay >= 0, "eval.probe_weight_decay", "must be >= 0")
+  require(e.tsne_max_points >= 10, "eval.tsne_max_points", f"must be >= 10, got {e.tsne_max_points}")
+  require(not e.tsne or importlib.util.find_spec("matplotlib") is not None, "eval.tsne",
+          "the t-SNE picture needs matplotlib: pip install -e '.[plots]' (or eval.tsne=False)")
