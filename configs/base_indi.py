@@ -8,11 +8,11 @@ r"""Base-Indi (seed B): fine-grained patterns from super-class labels only.
   python -m fgjax.main --config=configs/base_indi.py:eff,cifar100 --config.data.data_dir=...
   python -m fgjax.main --config=configs/base_indi.py:eff,stanford_online_products ...
 
-Presets are listed in ``fgjax/supervised_config.py``.
+Presets are listed in ``fgjax/config/supervised.py``.
 """
 
-from fgjax import supervised_config
+from fgjax.methods import registry
 
 
 def get_config(arg=None):
-  return supervised_config.base_indi_config("base_indi", arg)
+  return registry.config("base_indi", arg)

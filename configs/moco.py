@@ -4,8 +4,8 @@ r"""Plain MoCo v2: the baseline of Perturb-MoCo, same data, model and schedule.
   python -m fgjax.main --config=configs/moco.py:cub200 --workdir=runs/moco_cub
 """
 
-from fgjax import config_lib
+from fgjax.methods import registry
 
 
 def get_config(arg=None):
-  return config_lib.ssl_config("moco", arg)
+  return registry.config("moco", arg)

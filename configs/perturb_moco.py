@@ -11,8 +11,8 @@ noise only), --config.perturb.gradcam_noise=False (low-variance noise only),
 --config.perturb.pair_loss=False (L_C + alpha * L_R only).
 """
 
-from fgjax import config_lib
+from fgjax.methods import registry
 
 
 def get_config(arg=None):
-  return config_lib.ssl_config("perturb_moco", arg)
+  return registry.config("perturb_moco", arg)

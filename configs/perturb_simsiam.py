@@ -9,8 +9,8 @@ clean and the perturbed reconstruction. Ablation presets: gradcam_only,
 lowvar_only, no_pairs (sweep --config.perturb.alpha).
 """
 
-from fgjax import config_lib
+from fgjax.methods import registry
 
 
 def get_config(arg=None):
-  return config_lib.ssl_config("perturb_simsiam", arg)
+  return registry.config("perturb_simsiam", arg)

@@ -8,8 +8,8 @@ negative cosine with stop-gradient, SGD lr 0.05 per 256 images (cosine), the
 predictor at a fixed learning rate (``simsiam.fixed_predictor_lr``).
 """
 
-from fgjax import config_lib
+from fgjax.methods import registry
 
 
 def get_config(arg=None):
-  return config_lib.ssl_config("simsiam", arg)
+  return registry.config("simsiam", arg)

@@ -85,11 +85,13 @@ def main(argv):
       from fgjax.pictures import make as pictures
       cfg.workdir = workdir
       pictures.make_pictures(cfg)
-    elif cfg.get("method") == "class_attentive":
-      from fgjax.methods import class_attentive
-      class_attentive.train_and_evaluate(cfg, workdir)
     else:
-      train.train_and_evaluate(cfg, workdir)
+      from fgjax.methods import registry
+      method = registry.get(cfg.get("method"))
+      if method.run is not None:  # a method with its own loop (class-attentive, on vectors)
+        method.run(cfg, workdir)
+      else:
+        train.train_and_evaluate(cfg, workdir)
     # The others wait for process 0's evaluation: a process that exits early
     # would fail the runtime's shutdown barrier (300 s) and with it process 0.
     distributed.barrier("run_end", timeout_s=distributed.EVALUATION_TIMEOUT_S)

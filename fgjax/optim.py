@@ -56,9 +56,9 @@ def joint_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.G
   """
   groups = {"ssl": sgd_with_coupled_weight_decay(cfg, total_steps)}
   label = {"decoder": "decoder"}
-  if cfg.method in ("perturb_moco", "perturb_simsiam"):
+  if "perturb" in cfg:  # the method's blocks say which parameter groups it has
     groups["decoder"] = decoder_optimizer(cfg)
-  if cfg.method in ("simsiam", "perturb_simsiam") and cfg.simsiam.fixed_predictor_lr:
+  if "simsiam" in cfg and cfg.simsiam.fixed_predictor_lr:
     groups["predictor"] = sgd_with_coupled_weight_decay(cfg, total_steps, constant=True)
     label["predictor"] = "predictor"
   if len(groups) == 1:

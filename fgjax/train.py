@@ -22,7 +22,10 @@ import optax
 from absl import logging
 
 from fgjax.infra import checkpointing
-from fgjax import config_lib
+from fgjax.config import blocks as config_blocks
+from fgjax import errors
+from fgjax.errors import ConfigError
+from fgjax.errors import NonFiniteLossError
 from fgjax.infra import distributed
 from fgjax.infra import metrics_writer
 from fgjax import optim
@@ -36,7 +39,6 @@ from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import curves
 from fgjax.evaluate import report
 from fgjax.methods import registry
-from fgjax.errors import NonFiniteLossError  # (re-exported: raised here)
 
 
 # The NaN guard also stops when the global L2 norm of the parameters passes this
@@ -48,7 +50,7 @@ MAX_PARAM_NORM = 1e6
 # Re-exported: callers catch train.WorkdirError, use train.prepare_workdir.
 WorkdirError = workdir_lib.WorkdirError
 prepare_workdir = workdir_lib.prepare
-Preempted = preemption.Preempted
+Preempted = errors.Preempted
 
 
 def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:
@@ -123,7 +125,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     The results dict written to ``results.json``.
 
   Raises:
-    config_lib.ConfigError, WorkdirError (unwritable, in use by another run, or
+    ConfigError, WorkdirError (unwritable, in use by another run, or
     holding checkpoints of another config), NonFiniteLossError,
     checkpointing.CheckpointError (no checkpoint restores; disk full),
     Preempted (SIGTERM/SIGINT: the current step was saved).
@@ -131,7 +133,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   # ---- config and workdir (before anything compiles or is written)
   started = time.perf_counter()
   mesh = parallel.make_mesh(devices)
-  config_lib.validate(cfg, num_devices=mesh.size, num_processes=jax.process_count())
+  registry.validate(cfg, num_devices=mesh.size, num_processes=jax.process_count())
   precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
   workdir = workdir_lib.prepare(workdir)
   profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
@@ -156,14 +158,14 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   for split, source in data.items():
     logging.info("%s data: %s", split, source.description)
   if num_train < cfg.data.global_batch_size:
-    raise config_lib.ConfigError(f"config field 'data.global_batch_size': {cfg.data.global_batch_size} "
+    raise ConfigError(f"config field 'data.global_batch_size': {cfg.data.global_batch_size} "
                                  f"exceeds the {num_train} training images")
   if cfg.eval.outlier_level == "super" and data["test"].super_names is None:
-    raise config_lib.ConfigError("config field 'eval.outlier_level': 'super' but "
+    raise ConfigError("config field 'eval.outlier_level': 'super' but "
                                  f"{data['test'].description} has no super-class labels "
                                  "(use 'auto', 'fine', or data.super_map)")
   if max(cfg.eval.knn_ks) > num_train:  # found now, not at the first monitor step
-    raise config_lib.ConfigError(f"config field 'eval.knn_ks': k={max(cfg.eval.knn_ks)} exceeds the "
+    raise ConfigError(f"config field 'eval.knn_ks': k={max(cfg.eval.knn_ks)} exceeds the "
                                  f"{num_train} training images")
   batches = pipeline.train_batches(
       data["train"], global_batch_size=cfg.data.global_batch_size, seed=cfg.seed,
@@ -174,7 +176,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   setup = registry.setup(cfg, num_train, train_source=data["train"])
   nets = setup.nets
   pretrain_steps = registry.pretrain_steps(cfg)
-  joint_steps = config_lib.total_train_steps(cfg, num_train)
+  joint_steps = config_blocks.total_train_steps(cfg, num_train)
   total_steps = pretrain_steps + joint_steps
   last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
   hp = registry.hparams(cfg, setup, num_devices)

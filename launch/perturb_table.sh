@@ -7,7 +7,7 @@
 #
 # Sizing: the `compare` settings below (4 epochs of the default data and model, 20 decoder
 # pre-training steps, no online monitor): 3 seeds x 7 runs took about 65 min on the quiet 2-core
-# CPU machine (measured; README "Reproduction"). A finished run is
+# CPU machine (measured; docs/perturb_ssl.md "Reproduction"). A finished run is
 # skipped when its results.json exists, so the script can be re-run after an interruption.
 set -euo pipefail
 . "$(dirname "$0")/table_runs.sh"

@@ -19,7 +19,7 @@
 #   * the data: every worker reads its own slice of each global batch, so the data set (tfds
 #     data_dir, or the image folder) must be readable on every worker at the same path.
 #   * data.global_batch_size divisible by the number of chips (and by model.bn_groups; see
-#     README "Running at scale" for the learning-rate rule when you change it).
+#     docs/scale_out.md "Running at scale" for the learning-rate rule when you change it).
 #
 # Environment: PROJECT (gcloud project; default: gcloud's), REMOTE_DIR (default fgjax, in the
 # workers' home), JAX_TPU_SPEC (default "jax[tpu]"), PYTHON_REMOTE (default python3).

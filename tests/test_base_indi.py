@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax import errors
 from fgjax import optim
 from fgjax.infra import parallel
-from fgjax import supervised_config
 from fgjax.data import pipeline
 from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih
@@ -113,7 +112,7 @@ def test_auto_capacity_is_a_multiple_of_8_and_at_most_the_batch():
 def test_instance_head_grows_with_the_training_set():
   shapes = {}
   for per_class in (4, 8):
-    cfg = supervised_config.base_indi_config("base_indi", "runlocal")
+    cfg = registry.config("base_indi", "runlocal")
     cfg.data.train_per_class = per_class
     source = pipeline.load_splits(cfg)["train"]
     nets = base_indi.build_networks(cfg, source)
@@ -200,7 +199,7 @@ def test_losses_are_finite_with_an_empty_group_and_a_single_member():
 
 
 def test_step_schedule_decays_at_the_fractions():
-  cfg = supervised_config.base_indi_config("base", "cifar100")
+  cfg = registry.config("base", "cifar100")
   lr = optim.learning_rate(cfg, 1000)
   assert float(lr(0)) == pytest.approx(0.1)
   assert float(lr(299)) == pytest.approx(0.1)
@@ -217,32 +216,32 @@ def test_step_schedule_decays_at_the_fractions():
     ("augment.scale", (0.5, 0.2), "augment.scale"),
 ])
 def test_bad_fields_name_the_field(field, value, match):
-  cfg = supervised_config.base_indi_config("base_indi", "runlocal")
+  cfg = registry.config("base_indi", "runlocal")
   section, name = field.split(".")
   cfg[section][name] = value
-  with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match=match):
+    registry.validate(cfg, num_devices=1)
 
 
 def test_presets_and_unknown_fields():
-  assert supervised_config.base_indi_config("base_indi", "eff").method == "base_indi_eff"
+  assert registry.config("base_indi", "eff").method == "base_indi_eff"
   for preset in ("base", "fine", "indi", "eff", "cifar100", "stanford_online_products"):
-    cfg = supervised_config.base_indi_config("base_indi", preset)
-    config_lib.validate(cfg, num_devices=1)
-  with pytest.raises(config_lib.ConfigError, match="unknown preset"):
-    supervised_config.base_indi_config("base_indi", "cifar10")
-  cfg = supervised_config.base_indi_config("base_indi")
+    cfg = registry.config("base_indi", preset)
+    registry.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match="unknown preset"):
+    registry.config("base_indi", "cifar10")
+  cfg = registry.config("base_indi")
   cfg.moco = {"queue_size": 3}  # an SSL section does not belong here
-  with pytest.raises(config_lib.ConfigError, match="unknown config field"):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match="unknown config field"):
+    registry.validate(cfg, num_devices=1)
 
 
 def test_super_class_objectives_need_super_labels():
-  cfg = supervised_config.base_indi_config("base", "runlocal")
+  cfg = registry.config("base", "runlocal")
   source = pipeline.ArraySource({"image": np.zeros((4, 16, 16, 3), np.uint8),
                                  "fine_label": np.arange(4, dtype=np.int32)},
                                 fine_names=list("abcd"), description="no-super test data")
-  with pytest.raises(config_lib.ConfigError, match="super-class labels"):
+  with pytest.raises(errors.ConfigError, match="super-class labels"):
     registry.setup(cfg, train_source=source)
   cfg.method = "indi"  # instance ids need no labels: one group
   s = registry.setup(cfg, train_source=source)
@@ -253,7 +252,7 @@ def test_super_class_objectives_need_super_labels():
 
 
 def _step_run(method, num_devices, steps=2):
-  cfg = supervised_config.base_indi_config(method, "runlocal")
+  cfg = registry.config(method, "runlocal")
   cfg.data.global_batch_size = 16
   cfg.data.train_per_class = 8
   cfg.model.bn_groups = 2  # the same BN groups on 1 and on 2 devices
@@ -289,7 +288,7 @@ def test_each_objective_trains_only_its_heads():
   expected = {"base": {"super_head"}, "fine": {"fine_head"}, "indi": {"instance_head"},
               "base_indi": {"super_head", "instance_head"}, "base_indi_eff": {"super_head", "instance_head"}}
   for method, heads in expected.items():
-    cfg = supervised_config.base_indi_config(method, "runlocal")
+    cfg = registry.config(method, "runlocal")
     data = pipeline.load_splits(cfg)
     state = jax.eval_shape(registry.setup(cfg, train_source=data["train"]).init_state, jax.random.PRNGKey(0))
     assert set(state.params) == {"encoder"} | heads, method
@@ -297,7 +296,7 @@ def test_each_objective_trains_only_its_heads():
 
 def test_eff_and_full_base_indi_give_the_same_loss_on_the_same_state():
   """Eq. 5 restricted to one super-class equals Eq. 4 when there is one super-class."""
-  cfg = supervised_config.base_indi_config("base_indi", "runlocal")
+  cfg = registry.config("base_indi", "runlocal")
   patches = pipeline.load_splits(cfg)["train"]
   one_super = pipeline.ArraySource(
       {"image": patches._arrays["image"], "fine_label": patches.fine_labels,
@@ -324,7 +323,7 @@ def test_eff_and_full_base_indi_give_the_same_loss_on_the_same_state():
 @pytest.mark.parametrize("preset", ["base", "indi", "eff"])
 def test_objectives_train_and_report_their_metrics(tmp_path, preset):
   from fgjax import train
-  cfg = supervised_config.base_indi_config("base_indi", f"{preset},runlocal")
+  cfg = registry.config("base_indi", f"{preset},runlocal")
   cfg.optim.num_epochs = 1.0
   results = train.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])["trained"]
   for level in ("fine", "super"):
@@ -378,7 +377,7 @@ def test_spatial_attention_is_the_channel_mean_of_squares():
 def test_attention_maps_of_a_stage_follow_the_bright_region():
   """A random ResNet's stage-1 activations are larger where the input has energy."""
   from fgjax.ops import spatial_attention as sa
-  cfg = supervised_config.base_indi_config("base", "runlocal")
+  cfg = registry.config("base", "runlocal")
   data = pipeline.load_splits(cfg)
   s = registry.setup(cfg, train_source=data["train"])
   state = jax.jit(s.init_state)(jax.random.PRNGKey(0))

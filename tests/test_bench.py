@@ -4,7 +4,8 @@ import jax
 import pytest
 
 from fgjax.tools import bench
-from fgjax import config_lib
+from fgjax.methods import registry
+from fgjax import errors
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -14,7 +15,7 @@ def test_matmul_ceiling_is_positive_in_each_compute_dtype(dtype):
 
 @pytest.mark.parametrize("method", ["moco", "perturb_moco"])
 def test_time_step_reports_flops_and_rates(method):
-  cfg = config_lib.ssl_config("perturb_moco", "runlocal")
+  cfg = registry.config("perturb_moco", "runlocal")
   r = bench.time_step(cfg, method, steps=1, warmup=0, devices=jax.devices()[:1])
   assert r["gflop_per_step"] > 0 and r["ms_per_step"] > 0 and r["cpu_ms_per_step"] > 0
   assert r["images_per_s"] == pytest.approx(cfg.data.global_batch_size / (r["ms_per_step"] / 1e3))
@@ -22,7 +23,7 @@ def test_time_step_reports_flops_and_rates(method):
 
 
 def test_run_reports_tflops_and_mfu_for_simsiam():
-  cfg = config_lib.ssl_config("moco", "runlocal")  # the method is replaced by the list
+  cfg = registry.config("moco", "runlocal")  # the method is replaced by the list
   results = bench.run(cfg, ["simsiam"], steps=1, warmup=0, matmul_size=128, devices=jax.devices()[:1])
   r = results["simsiam"]
   assert results["ceiling_tflops_per_device"] > 0 and results["dtype"] == "float32"
@@ -33,8 +34,8 @@ def test_run_reports_tflops_and_mfu_for_simsiam():
 
 
 def test_unknown_method_is_a_config_error():
-  with pytest.raises(config_lib.ConfigError, match="swav"):
-    bench.time_step(config_lib.ssl_config("moco", "runlocal"), "swav", steps=1, warmup=0)
+  with pytest.raises(errors.ConfigError, match="swav"):
+    bench.time_step(registry.config("moco", "runlocal"), "swav", steps=1, warmup=0)
 
 
 def test_retrieval_benchmark_measures_a_small_set():

@@ -2,17 +2,20 @@
 
 import pytest
 
-from fgjax import config_lib
+from fgjax.methods import registry
+from fgjax import errors
+from fgjax.config import blocks as config_blocks
+from fgjax.config import ssl as ssl_config
 
 
 def _cfg(preset=None, method="perturb_moco"):
-  return config_lib.ssl_config(method, preset)
+  return registry.config(method, preset)
 
 
-@pytest.mark.parametrize("method", config_lib.SSL_METHODS)
+@pytest.mark.parametrize("method", registry.names(benchmark=True))
 @pytest.mark.parametrize("preset", [None, "runlocal", "cub200", "cub200,runlocal"])
 def test_presets_validate(method, preset):
-  config_lib.validate(_cfg(preset, method), num_devices=1)
+  registry.validate(_cfg(preset, method), num_devices=1)
 
 
 def test_cub200_matches_paper_settings():
@@ -25,19 +28,47 @@ def test_cub200_matches_paper_settings():
   assert (c.optim.base_lr, c.optim.lr_batch_base, c.optim.schedule) == (0.03, 256, "cosine")
   # The paper preset keeps MoCo v2's own recipe, not the CPU default's small-image one.
   assert (c.optim.warmup_steps, c.moco.final_momentum) == (0, 0.999)
-  assert c.augment.to_dict() == config_lib.augment_config().to_dict()  # aug+
+  assert c.augment.to_dict() == ssl_config.augment_config().to_dict()  # aug+
   assert tuple(c.augment.jitter) == (0.4, 0.4, 0.4, 0.1) and c.augment.blur_prob == 0.5
 
 
 def test_moco_and_perturb_share_data_model_schedule():
   a, b = _cfg(None, "moco"), _cfg(None, "perturb_moco")
-  for section in ("data", "model", "moco", "optim"):
+  for section in ("data", "moco", "optim", "augment", "train", "eval"):
     assert a[section].to_dict() == b[section].to_dict(), section
+  # Perturb-MoCo's model block is MoCo's plus the decoder's sizes, nothing else.
+  decoder = {k: v for k, v in b.model.items() if k not in a.model}
+  assert decoder == {"decoder_channels": 128, "decoder_upsamples": 3}
+  assert {k: b.model[k] for k in a.model} == a.model.to_dict()
+  assert "perturb" not in a and "perturb" in b
+
+
+@pytest.mark.parametrize("config_file, field, owners", [
+    ("moco", "perturb.nu", "perturb_moco"), ("simsiam", "moco.temperature", "moco"),
+    ("moco", "simsiam.proj_dim", "simsiam"), ("simsiam", "model.proj_dim", "moco"),
+    ("moco", "model.decoder_channels", "perturb_moco"), ("ce", "supcon.temperature", "supcon"),
+    ("base_indi", "base_indi.instance_weight", None),
+])
+def test_a_field_of_another_method_is_a_one_line_error(config_file, field, owners):
+  """A field the chosen method does not use is refused, not silently accepted."""
+  import ml_collections
+  cfg = registry.config(config_file)
+  block, name = field.split(".")
+  if config_file == "base_indi":  # the block exists for base_indi: check 'base' lacks it
+    cfg = registry.config("base_indi", "base")
+    assert "base_indi" not in cfg
+  if block not in cfg:
+    cfg[block] = ml_collections.ConfigDict()
+  cfg[block][name] = 7
+  with pytest.raises(errors.ConfigError, match=f"unknown config field {field!r}"):
+    registry.validate(cfg, num_devices=1)
+  if owners:
+    assert field.split(".")[1] in registry.config(owners)[block]
 
 
 def _error(cfg, **kw):
-  with pytest.raises(config_lib.ConfigError) as e:
-    config_lib.validate(cfg, **{"num_devices": 1, **kw})
+  with pytest.raises(errors.ConfigError) as e:
+    registry.validate(cfg, **{"num_devices": 1, **kw})
   msg = str(e.value)
   assert "\n" not in msg
   return msg
@@ -70,48 +101,48 @@ def test_impossible_values_name_the_field(field, value, devices):
 
 
 def test_unknown_preset():
-  with pytest.raises(config_lib.ConfigError, match="unknown preset 'cub2000'"):
+  with pytest.raises(errors.ConfigError, match="unknown preset 'cub2000'"):
     _cfg("cub2000")
 
 
 def test_steps_follow_epochs():
   c = _cfg()
-  assert config_lib.steps_per_epoch(c) == 8 * 4 * 64 // 64
-  assert config_lib.total_train_steps(c) == round(c.optim.num_epochs * 32)
+  assert config_blocks.steps_per_epoch(c) == 8 * 4 * 64 // 64
+  assert config_blocks.total_train_steps(c) == round(c.optim.num_epochs * 32)
 
 
 def test_cub200_schedule_uses_the_cub_training_split():
   c = _cfg("cub200")
-  assert config_lib.total_train_steps(c) == 100 * (5994 // 128)
+  assert config_blocks.total_train_steps(c) == 100 * (5994 // 128)
 
 
 def test_a_saved_config_of_an_older_version_gains_new_fields_at_their_defaults():
   import ml_collections
-  saved = config_lib.ssl_config("moco", "runlocal").to_dict()
+  saved = registry.config("moco", "runlocal").to_dict()
   del saved["train"]["profile_steps"]  # a field added after the run was written
   saved["moco"]["temperature"] = 0.5
-  cfg = config_lib.with_defaults(ml_collections.ConfigDict(saved))
-  assert cfg.train.profile_steps == config_lib.train_config().profile_steps
+  cfg = registry.with_defaults(ml_collections.ConfigDict(saved))
+  assert cfg.train.profile_steps == config_blocks.train_config().profile_steps
   assert cfg.moco.temperature == 0.5 and cfg.data.image_size == saved["data"]["image_size"]
-  config_lib.validate(cfg, num_devices=1)
+  registry.validate(cfg, num_devices=1)
   saved["moco"]["temprature"] = 0.1  # an unknown field is kept, so validation names it
-  with pytest.raises(config_lib.ConfigError, match="moco.temprature"):
-    config_lib.validate(config_lib.with_defaults(ml_collections.ConfigDict(saved)), num_devices=1)
+  with pytest.raises(errors.ConfigError, match="moco.temprature"):
+    registry.validate(registry.with_defaults(ml_collections.ConfigDict(saved)), num_devices=1)
 
 
 def test_a_run_of_an_older_version_keeps_what_it_ran_with():
   """Fields whose defaults changed: an old config.json loads with its old behaviour."""
   import ml_collections
-  saved = config_lib.ssl_config("moco").to_dict()
+  saved = registry.config("moco").to_dict()
   for block, field in (("data", "version"), ("data", "background"), ("moco", "final_momentum")):
     del saved[block][field]
   del saved["augment"]
   saved["moco"]["momentum"] = 0.99
-  cfg = config_lib.with_defaults(ml_collections.ConfigDict(saved))
+  cfg = registry.with_defaults(ml_collections.ConfigDict(saved))
   assert cfg.data.version == 1 and cfg.data.background == "gradient"  # the first generator
   assert tuple(cfg.augment.jitter) == (0.4, 0.4, 0.4, 0.1) and cfg.augment.blur_prob == 0.5  # aug+
   assert cfg.moco.final_momentum == 0.99  # constant momentum
-  config_lib.validate(cfg, num_devices=1)
+  registry.validate(cfg, num_devices=1)
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -124,17 +155,17 @@ def test_a_run_of_an_older_version_keeps_what_it_ran_with():
     ("moco.final_momentum", 1.5, "moco.final_momentum"),
 ])
 def test_new_fields_are_checked(field, value, match):
-  cfg = config_lib.ssl_config("moco")
+  cfg = registry.config("moco")
   block, name = field.split(".")
   cfg[block][name] = value
-  with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match=match):
+    registry.validate(cfg, num_devices=1)
 
 
 def test_version_1_needs_its_gradient_background():
-  cfg = config_lib.ssl_config("moco")
+  cfg = registry.config("moco")
   cfg.data.version = 1
-  with pytest.raises(config_lib.ConfigError, match="data.background.*gradient"):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match="data.background.*gradient"):
+    registry.validate(cfg, num_devices=1)
   cfg.data.background = "gradient"
-  config_lib.validate(cfg, num_devices=1)
+  registry.validate(cfg, num_devices=1)

@@ -9,7 +9,9 @@ import sys
 import jax
 import pytest
 
-from fgjax import config_lib
+from fgjax.methods import registry
+from fgjax import errors
+from fgjax.config import blocks as config_blocks
 from fgjax import train
 from fgjax.evaluate import checkpoint_eval
 
@@ -20,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def trained_run(tmp_path_factory):
   """A finished runlocal MoCo run (its end-of-training evaluation included)."""
   workdir = str(tmp_path_factory.mktemp("trained"))
-  cfg = config_lib.ssl_config("moco", "runlocal")
+  cfg = registry.config("moco", "runlocal")
   results = train.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
   return workdir, results
 
@@ -58,7 +60,7 @@ def test_evaluation_reproduces_end_of_training_numbers(trained_run, run_copy):
   with open(os.path.join(run_copy, "results.json")) as f:
     on_disk = json.load(f)
   step = results["run"]["checkpoint step"]
-  assert step == config_lib.total_train_steps(config_lib.ssl_config("moco", "runlocal"))
+  assert step == config_blocks.total_train_steps(registry.config("moco", "runlocal"))
   assert on_disk["trained"] == train_results["trained"]  # the training results are kept
   assert on_disk["evaluations"][f"step_{step}"]["trained"] == results["trained"]
   md = open(os.path.join(run_copy, "results.md")).read()
@@ -150,7 +152,7 @@ def test_training_config_from_a_config_file(run_copy):
     ("outlier_level", "genus", "eval.outlier_level"),
 ])
 def test_bad_eval_fields(run_copy, field, value, match):
-  with pytest.raises(config_lib.ConfigError, match=match):
+  with pytest.raises(errors.ConfigError, match=match):
     checkpoint_eval.evaluate_workdir(_eval_config(run_copy, **{field: value}))
 
 
@@ -162,7 +164,7 @@ def test_knn_k_beyond_the_train_split(run_copy):
 def test_empty_split_in_the_training_config(run_copy, tmp_path):
   cfg = _eval_config(run_copy)
   cfg.train_config = _config_json_with(run_copy, tmp_path, "data", "test_per_class", 0)
-  with pytest.raises(config_lib.ConfigError, match="data.test_per_class"):
+  with pytest.raises(errors.ConfigError, match="data.test_per_class"):
     checkpoint_eval.evaluate_workdir(cfg)
 
 

@@ -13,8 +13,7 @@ import os
 
 import jax
 
-from fgjax import config_lib
-from fgjax import supervised_config
+from fgjax.methods import registry
 from fgjax import train
 
 
@@ -32,7 +31,7 @@ def _tiny_data(c):
 
 def tiny_moco(seed: int):
   """MoCo v2 at the CPU recipe, 4 x 2 classes, width 8, SSL_EPOCHS epochs of 4 steps."""
-  c = config_lib.ssl_config("moco")
+  c = registry.config("moco")
   _tiny_data(c)
   c.seed = seed
   c.model.bn_groups = 2
@@ -44,7 +43,7 @@ def tiny_moco(seed: int):
 
 def tiny_base(seed: int):
   """Base (super-class cross-entropy), 4 x 2 classes, width 8, BASE_EPOCHS epochs of 4 steps."""
-  c = supervised_config.base_indi_config("base")
+  c = registry.config("base")
   _tiny_data(c)
   c.seed = seed
   c.optim.num_epochs = BASE_EPOCHS

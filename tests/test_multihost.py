@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from fgjax.infra import checkpointing
-from fgjax import config_lib
+from fgjax.methods import registry
 from fgjax.infra import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +208,7 @@ def runs(tmp_path_factory):
     one_dir = os.path.join(tmp, "one")
     os.makedirs(one_dir)
     from fgjax import train
-    cfg = config_lib.ssl_config("moco", "runlocal")
+    cfg = registry.config("moco", "runlocal")
     for path, value in OVERRIDES.items():
       section, field = path.split(".")
       cfg[section][field] = value
@@ -366,8 +366,8 @@ def test_taken_port_is_named_before_jax_starts():
 
 
 def test_config_fingerprint_and_differences():
-  a = config_lib.ssl_config("moco", "runlocal")
-  b = config_lib.ssl_config("moco", "runlocal")
+  a = registry.config("moco", "runlocal")
+  b = registry.config("moco", "runlocal")
   assert distributed.config_fingerprint(a, "w") == distributed.config_fingerprint(b, "w")
   assert distributed.config_fingerprint(a, "w")[0] != distributed.config_fingerprint(a, "other")[0]
   b.moco.temperature = 0.5

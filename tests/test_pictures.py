@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgjax import config_lib
+from fgjax import errors
 from fgjax.ops import gradcam
-from fgjax import supervised_config
 from fgjax import train
 from fgjax.data import pipeline
 from fgjax.methods import registry
@@ -172,7 +171,7 @@ def test_nearest_neighbours_leave_the_query_out():
 
 
 def test_attention_and_feature_bank_views_of_a_supervised_model():
-  cfg = supervised_config.config("base", "runlocal")
+  cfg = registry.config("base", "runlocal")
   run, data = _run(cfg)
   imgs = views.read_images(cfg, data["test"], np.arange(3))
   maps = views.attention_maps(run, imgs, stage=2)
@@ -184,25 +183,25 @@ def test_attention_and_feature_bank_views_of_a_supervised_model():
 
 
 def test_pairs_need_a_perturb_run_and_a_filled_bank():
-  moco_run, data = _run(config_lib.ssl_config("moco", "runlocal"))
+  moco_run, data = _run(registry.config("moco", "runlocal"))
   imgs = views.read_images(moco_run.cfg, data["test"], np.arange(2))
   with pytest.raises(draw.PicturesError, match="pairs: needs a Perturb-SSL run"):
     views.generated_pairs(moco_run, imgs, seed=0)
-  perturb_run, _ = _run(config_lib.ssl_config("perturb_moco", "runlocal"))
+  perturb_run, _ = _run(registry.config("perturb_moco", "runlocal"))
   with pytest.raises(draw.PicturesError, match="memory bank .* holds 0"):
     views.generated_pairs(perturb_run, imgs, seed=0)
 
 
 def test_requested_picture_that_does_not_apply(tmp_path):
-  moco_run, data = _run(config_lib.ssl_config("moco", "runlocal"))
+  moco_run, data = _run(registry.config("moco", "runlocal"))
   p = make.pictures_block()
   with pytest.raises(draw.PicturesError, match="'pairs' does not apply to r"):
     make.draw_runs([moco_run], data, str(tmp_path), p, ["pairs"])
 
 
 def test_runs_on_different_data_are_not_drawn_together(tmp_path):
-  a, data = _run(config_lib.ssl_config("moco", "runlocal"), "a")
-  other = config_lib.ssl_config("moco", "runlocal")
+  a, data = _run(registry.config("moco", "runlocal"), "a")
+  other = registry.config("moco", "runlocal")
   other.data.image_size = 32
   b = views.Run(label="b", cfg=other, nets=a.nets, state=a.state)
   with pytest.raises(draw.PicturesError, match="data.image_size"):
@@ -211,15 +210,15 @@ def test_runs_on_different_data_are_not_drawn_together(tmp_path):
 
 def test_config_errors_name_the_field():
   cfg = make.pictures_config()
-  with pytest.raises(config_lib.ConfigError, match="'workdir'"):
+  with pytest.raises(errors.ConfigError, match="'workdir'"):
     make.validate(cfg)
   cfg.workdir = "x"
   cfg.pictures.which = "gradcam,tsen"
-  with pytest.raises(config_lib.ConfigError, match="pictures.which"):
+  with pytest.raises(errors.ConfigError, match="pictures.which"):
     make.validate(cfg)
   cfg.pictures.which = "tsne"
   cfg.pictures.attention_stage = 5
-  with pytest.raises(config_lib.ConfigError, match="pictures.attention_stage"):
+  with pytest.raises(errors.ConfigError, match="pictures.attention_stage"):
     make.validate(cfg)
 
 
@@ -231,7 +230,7 @@ def test_config_errors_name_the_field():
 def trained_run(tmp_path_factory):
   """The tiny Perturb-MoCo run of tests/test_train_e2e.py (same programs), pictures at the end."""
   workdir = str(tmp_path_factory.mktemp("pictures_run"))
-  cfg = config_lib.ssl_config("perturb_moco", "runlocal")
+  cfg = registry.config("perturb_moco", "runlocal")
   cfg.eval.pictures = True
   train.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
   return workdir

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax import errors
 from fgjax.ops import contrastive_losses
 from fgjax.ops import gradcam
 from fgjax.ops import losses
@@ -27,7 +27,7 @@ STEPS = 6
 
 def _loss_curve(method, dtype, seed, steps=STEPS):
   """Losses of the first ``steps`` training steps of the tiny preset, and the final state."""
-  cfg = config_lib.ssl_config(method, "runlocal")
+  cfg = registry.config(method, "runlocal")
   cfg.model.dtype = dtype
   cfg.seed = seed
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -107,7 +107,7 @@ def test_losses_are_float32_for_bf16_inputs():
 
 
 def _nets(method, dtype):
-  cfg = config_lib.ssl_config(method, "runlocal")
+  cfg = registry.config(method, "runlocal")
   cfg.model.dtype = dtype
   return cfg, ssl_common.build_networks(cfg)
 
@@ -152,7 +152,7 @@ def _device(kind, capability=None, platform="gpu"):
 
 def test_bf16_needs_a_gpu_with_bf16_units():
   v100 = _device("Tesla V100-SXM2-16GB", "7.0")
-  with pytest.raises(config_lib.ConfigError, match=r"model.dtype.*V100.*compute capability 7.0"):
+  with pytest.raises(errors.ConfigError, match=r"model.dtype.*V100.*compute capability 7.0"):
     precision.check_compute_dtype("bfloat16", [v100])
   precision.check_compute_dtype("float32", [v100])
   for ok in (_device("NVIDIA A100-SXM4-80GB", "8.0"), _device("NVIDIA H100 80GB HBM3", "9.0"),
@@ -171,7 +171,7 @@ def test_training_on_an_old_gpu_in_bf16_stops_before_anything_is_written(tmp_pat
     return fake
 
   monkeypatch.setattr(train.parallel, "make_mesh", mesh_with_a_v100)
-  cfg = config_lib.ssl_config("moco", "runlocal,bf16")
-  with pytest.raises(config_lib.ConfigError, match="Tesla V100"):
+  cfg = registry.config("moco", "runlocal,bf16")
+  with pytest.raises(errors.ConfigError, match="Tesla V100"):
     train.train_and_evaluate(cfg, str(tmp_path / "run"), devices=jax.devices()[:1])
   assert not (tmp_path / "run").exists()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgjax import config_lib
+from fgjax.methods import registry
+from fgjax import errors
 from fgjax import train
 from fgjax.data import augment
 from fgjax.data import pipeline
@@ -44,7 +45,7 @@ def _super_map(path):
 
 
 def _folder_config(root, method="moco", **data):
-  cfg = config_lib.ssl_config(method, "runlocal")
+  cfg = registry.config(method, "runlocal")
   cfg.data.name = "folder"
   cfg.data.root = root
   cfg.data.image_size = 16
@@ -198,8 +199,8 @@ def test_folder_errors_name_the_cause(tmp_path):
 
 def test_folder_without_root_is_a_config_error():
   cfg = _folder_config("")
-  with pytest.raises(config_lib.ConfigError, match="data.root"):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match="data.root"):
+    registry.validate(cfg, num_devices=1)
 
 
 # ---------------------------------------------------------------------------- end to end

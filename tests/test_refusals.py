@@ -20,11 +20,12 @@ import pytest
 from PIL import Image
 
 from fgjax import command_line
-from fgjax import config_lib
-from fgjax import supervised_config
+from fgjax.methods import registry
+from fgjax import errors
+from fgjax.config import blocks as config_blocks
 from fgjax.data import folder_source
 from fgjax.data import records
-from fgjax.methods import class_attentive_config
+from fgjax.methods.class_attentive import config as class_attentive_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,7 +68,7 @@ def test_the_config_list_falls_back_when_the_folder_is_absent(tmp_path):
 @pytest.mark.parametrize("source, preset, cause", [
     ("def get_config(arg=None):\n  x = (\n", "", r"SyntaxError: .* \(line 2\)$"),
     ("def get_config(arg=None):\n  raise ValueError('x')\n", "", r"ValueError: x$"),
-    ("from fgjax import config_lib\n\ndef get_config(arg=None):\n  return config_lib.ssl_config('moco', arg)\n",
+    ("from fgjax.methods import registry\n\ndef get_config(arg=None):\n  return registry.config('moco', arg)\n",
      ":nope", r"ConfigError: unknown preset 'nope'"),
 ], ids=["syntax_error", "get_config_raises", "unknown_preset"])
 def test_a_config_file_that_does_not_load_is_one_line_naming_it(tmp_path, source, preset, cause):
@@ -91,7 +92,7 @@ BAD_POSITIVE = [float("inf"), float("nan"), 0.0, -1.0]
 
 
 def _ssl(method="perturb_moco"):
-  return config_lib.ssl_config(method, "runlocal")
+  return registry.config(method, "runlocal")
 
 
 # Every learning rate and temperature of every method, with a config that has it.
@@ -103,11 +104,11 @@ POSITIVE_FIELDS = [
     (lambda: _ssl("simsiam"), "optim.base_lr"),
     (lambda: _ssl(), "eval.knn_temperature"),
     (lambda: _ssl(), "eval.probe_learning_rate"),
-    (lambda: supervised_config.hcl_config("supcon", "runlocal"), "supcon.temperature"),
-    (lambda: supervised_config.hcl_config("hcl", "runlocal"), "supcon.base_temperature"),
-    (lambda: supervised_config.hcl_config("ce", "vit,runlocal"), "optim.base_lr"),
-    (lambda: supervised_config.base_indi_config("base_indi", "runlocal"), "optim.base_lr"),
-    (lambda: supervised_config.base_indi_config("base_indi", "runlocal"), "base_indi.instance_weight"),
+    (lambda: registry.config("supcon", "runlocal"), "supcon.temperature"),
+    (lambda: registry.config("hcl", "runlocal"), "supcon.base_temperature"),
+    (lambda: registry.config("ce", "vit,runlocal"), "optim.base_lr"),
+    (lambda: registry.config("base_indi", "runlocal"), "optim.base_lr"),
+    (lambda: registry.config("base_indi", "runlocal"), "base_indi.instance_weight"),
 ]
 
 
@@ -123,12 +124,12 @@ def _set(cfg, field, value):
 @pytest.mark.parametrize("make, field", POSITIVE_FIELDS, ids=[f for _, f in POSITIVE_FIELDS])
 def test_non_finite_or_non_positive_rates_and_temperatures_are_config_errors(make, field):
   """``--config.optim.base_lr=inf`` validated and stopped at step 1 as a NaN loss."""
-  config_lib.validate(make(), num_devices=1)  # the config is fine before the change
+  registry.validate(make(), num_devices=1)  # the config is fine before the change
   for value in BAD_POSITIVE:
     cfg = make()
     _set(cfg, field, value)
-    with pytest.raises(config_lib.ConfigError, match=f"config field '{field}': must be a finite number > 0"):
-      config_lib.validate(cfg, num_devices=1)
+    with pytest.raises(errors.ConfigError, match=f"config field '{field}': must be a finite number > 0"):
+      registry.validate(cfg, num_devices=1)
 
 
 @pytest.mark.parametrize("field", ["loss.temperature", "optim.learning_rate", "eval.probe_learning_rate"])
@@ -136,7 +137,7 @@ def test_class_attentive_rates_and_temperatures(field):
   for value in BAD_POSITIVE:
     cfg = class_attentive_config.class_attentive_config("runlocal")
     _set(cfg, field, value)
-    with pytest.raises(config_lib.ConfigError, match=f"config field '{field}'"):
+    with pytest.raises(errors.ConfigError, match=f"config field '{field}'"):
       class_attentive_config.validate(cfg)
 
 
@@ -148,8 +149,8 @@ def test_infinite_epochs_weight_decay_and_a_zero_lr_batch_are_config_errors():
                        ("optim.lr_batch_base", 0), ("optim.lr_batch_base", -256)):
     cfg = _ssl()
     _set(cfg, field, value)
-    with pytest.raises(config_lib.ConfigError, match=f"config field '{field}'"):
-      config_lib.validate(cfg, num_devices=1)
+    with pytest.raises(errors.ConfigError, match=f"config field '{field}'"):
+      registry.validate(cfg, num_devices=1)
 
 
 # ---------------------------------------------------------------- 5: entries that are not image files
@@ -215,12 +216,12 @@ def test_a_symlink_loop_among_the_folders_is_an_error_naming_it(tmp_path):
 
 def test_the_pixel_limit_is_documented_and_validated():
   assert records.MAX_IMAGE_PIXELS == 89_478_485  # PIL's decompression-bomb warning threshold
-  assert config_lib.data_config().max_image_pixels == records.MAX_IMAGE_PIXELS
+  assert config_blocks.data_config().max_image_pixels == records.MAX_IMAGE_PIXELS
   for value in (0, -1, records.MAX_IMAGE_PIXELS_LIMIT + 1):
     cfg = _ssl()
     cfg.data.max_image_pixels = value
-    with pytest.raises(config_lib.ConfigError, match="data.max_image_pixels"):
-      config_lib.validate(cfg, num_devices=1)
+    with pytest.raises(errors.ConfigError, match="data.max_image_pixels"):
+      registry.validate(cfg, num_devices=1)
 
 
 def test_an_image_above_the_limit_is_an_error_naming_it_or_a_counted_skip(tmp_path):
@@ -242,32 +243,32 @@ def test_an_image_above_the_limit_is_an_error_naming_it_or_a_counted_skip(tmp_pa
 
 def test_runlocal_keeps_the_data_source_of_an_earlier_preset():
   """``moco.py:folder,runlocal --config.data.root=X`` trained on the embedded patches."""
-  assert config_lib.ssl_config("moco", "folder,runlocal").data.name == "folder"
-  assert config_lib.ssl_config("moco", "cub200,runlocal").data.name == "caltech_birds2011"
-  assert config_lib.ssl_config("moco", "runlocal").data.name == "patches"
-  assert supervised_config.base_indi_config("base_indi", "cifar100,runlocal").data.name == "cifar100"
-  assert supervised_config.hcl_config("hcl", "df20_mini,runlocal").data.name == "folder"
-  assert supervised_config.hcl_config("hcl", "runlocal").data.name == "hierarchy"
-  small = config_lib.ssl_config("moco", "folder,runlocal")
+  assert registry.config("moco", "folder,runlocal").data.name == "folder"
+  assert registry.config("moco", "cub200,runlocal").data.name == "caltech_birds2011"
+  assert registry.config("moco", "runlocal").data.name == "patches"
+  assert registry.config("base_indi", "cifar100,runlocal").data.name == "cifar100"
+  assert registry.config("hcl", "df20_mini,runlocal").data.name == "folder"
+  assert registry.config("hcl", "runlocal").data.name == "hierarchy"
+  small = registry.config("moco", "folder,runlocal")
   assert (small.data.image_size, small.data.base_size, small.data.global_batch_size) == (16, 0, 8)
 
 
 @pytest.mark.parametrize("make, preset, match", [
-    (lambda p: config_lib.ssl_config("moco", p), "cub200,folder", "'cub200' and 'folder' both choose the data set"),
-    (lambda p: config_lib.ssl_config("moco", p), "fullwidth,cub200", "'fullwidth' and 'cub200' both choose the model"),
-    (lambda p: config_lib.ssl_config("moco", p), "runlocal,folder", "'folder' after 'runlocal'"),
-    (lambda p: config_lib.ssl_config("perturb_moco", p), "no_pairs,cub200", "'cub200' after 'no_pairs'"),
-    (lambda p: supervised_config.base_indi_config("base_indi", p), "cifar100,stanford_online_products",
+    (lambda p: registry.config("moco", p), "cub200,folder", "'cub200' and 'folder' both choose the data set"),
+    (lambda p: registry.config("moco", p), "fullwidth,cub200", "'fullwidth' and 'cub200' both choose the model"),
+    (lambda p: registry.config("moco", p), "runlocal,folder", "'folder' after 'runlocal'"),
+    (lambda p: registry.config("perturb_moco", p), "no_pairs,cub200", "'cub200' after 'no_pairs'"),
+    (lambda p: registry.config("base_indi", p), "cifar100,stanford_online_products",
      "both choose the data set"),
-    (lambda p: supervised_config.base_indi_config("base_indi", p), "eff,indi",
+    (lambda p: registry.config("base_indi", p), "eff,indi",
      "'eff' and 'indi' both choose the objective"),
-    (lambda p: supervised_config.base_indi_config("base_indi", p), "runlocal,cifar100", "'cifar100' after 'runlocal'"),
-    (lambda p: supervised_config.hcl_config("hcl", p), "vit,df20_mini", "'vit' and 'df20_mini' both choose the model"),
-    (lambda p: supervised_config.hcl_config("hcl", p), "ce,supcon", "both choose the objective"),
-    (lambda p: supervised_config.hcl_config("hcl", p), "runlocal,df20_mini", "'df20_mini' after 'runlocal'"),
+    (lambda p: registry.config("base_indi", p), "runlocal,cifar100", "'cifar100' after 'runlocal'"),
+    (lambda p: registry.config("hcl", p), "vit,df20_mini", "'vit' and 'df20_mini' both choose the model"),
+    (lambda p: registry.config("hcl", p), "ce,supcon", "both choose the objective"),
+    (lambda p: registry.config("hcl", p), "runlocal,df20_mini", "'df20_mini' after 'runlocal'"),
 ])
 def test_presets_that_would_replace_each_other_are_refused(make, preset, match):
-  with pytest.raises(config_lib.ConfigError, match=match):
+  with pytest.raises(errors.ConfigError, match=match):
     make(preset)
 
 
@@ -288,13 +289,8 @@ def test_every_preset_of_every_config_validates_alone_and_with_runlocal(path):
   """Each preset, and each followed by runlocal (the smoke-test form), is a valid config."""
   module = _load(path)
   cfg = module.get_config()
-  if cfg.method == class_attentive_config.METHOD:
-    known, validate = class_attentive_config._PRESET_FNS, lambda c: class_attentive_config.validate(c)
-  else:
-    known = (config_lib._PRESET_FNS if cfg.method in config_lib.SSL_METHODS
-             else supervised_config._HCL_PRESET_FNS if cfg.method in supervised_config.HCL_METHODS
-             else supervised_config._PRESET_FNS)
-    validate = lambda c: config_lib.validate(c, num_devices=1)  # noqa: E731
+  known = registry.get(cfg.method).presets
+  validate = lambda c: registry.validate(c, num_devices=1)  # noqa: E731
   for name in [None, *known]:
     for preset in ([name, f"{name},runlocal"] if name not in (None, "runlocal") else [name]):
       c = module.get_config(preset)

@@ -7,24 +7,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax import errors
+from fgjax.config import fields
 from fgjax import optim
 from fgjax.infra import parallel
 from fgjax import train
 from fgjax.data import pipeline
-from fgjax.methods import moco
 from fgjax.methods import registry
 from fgjax.methods import simsiam
 from fgjax.methods import ssl_common
 
 
 def _cfg(method, preset="runlocal"):
-  cfg = config_lib.ssl_config(method, preset)
+  cfg = registry.config(method, preset)
   cfg.data.global_batch_size = 16
   cfg.data.train_per_class = 8
   cfg.model.bn_groups = 4
-  cfg.moco.queue_size = 32
-  cfg.perturb.bank_size = 32
+  if "moco" in cfg:
+    cfg.moco.queue_size = 32
+  if "perturb" in cfg:
+    cfg.perturb.bank_size = 32
   return cfg
 
 
@@ -34,37 +36,38 @@ def _cfg(method, preset="runlocal"):
 def test_simsiam_defaults_follow_the_recipe():
   # The CPU default: the small-image recipe's lr 0.5 per 256 (docs/recipes.md); the
   # paper preset: the official ImageNet 0.05.
-  cfg = config_lib.ssl_config("simsiam")
+  cfg = registry.config("simsiam")
   assert cfg.optim.base_lr == 0.5 and cfg.optim.lr_batch_base == 256
   assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1e-4
-  assert cfg.simsiam.fixed_predictor_lr and cfg.perturb.decoder_pretrain_steps == 0
-  paper = config_lib.ssl_config("perturb_simsiam", "cub200")
+  assert cfg.simsiam.fixed_predictor_lr and "perturb" not in cfg and "moco" not in cfg
+  assert registry.pretrain_steps(cfg) == 0
+  paper = registry.config("perturb_simsiam", "cub200")
   assert (paper.simsiam.proj_dim, paper.simsiam.pred_hidden_dim) == (2048, 512)
   assert paper.optim.base_lr == 0.05 and paper.perturb.decoder_pretrain_steps > 0
 
 
 @pytest.mark.parametrize("method", ["perturb_moco", "perturb_simsiam"])
 def test_ablation_presets_change_only_their_switches(method):
-  full = config_lib.ssl_config(method)
+  full = registry.config(method)
   for preset, changed in [("gradcam_only", {"perturb.lowvar_noise": False}),
                           ("lowvar_only", {"perturb.gradcam_noise": False}),
                           ("no_pairs", {"perturb.pair_loss": False, "perturb.nu": 0.0})]:
-    cfg = config_lib.ssl_config(method, preset)
-    config_lib.validate(cfg, num_devices=1)
-    flat_full, flat = config_lib._flatten(full), config_lib._flatten(cfg)
+    cfg = registry.config(method, preset)
+    registry.validate(cfg, num_devices=1)
+    flat_full, flat = fields.flatten(full), fields.flatten(cfg)
     assert {k: v for k, v in flat.items() if flat_full[k] != v} == changed, preset
 
 
 @pytest.mark.parametrize("method", ["perturb_moco", "perturb_simsiam"])
 def test_contradictory_ablation_fields_are_config_errors(method):
-  cfg = config_lib.ssl_config(method)
+  cfg = registry.config(method)
   cfg.perturb.pair_loss = False  # nu stays 0.5
-  with pytest.raises(config_lib.ConfigError, match="perturb.nu.*pair_loss=False"):
-    config_lib.validate(cfg, num_devices=1)
-  cfg = config_lib.ssl_config(method)
+  with pytest.raises(errors.ConfigError, match="perturb.nu.*pair_loss=False"):
+    registry.validate(cfg, num_devices=1)
+  cfg = registry.config(method)
   cfg.perturb.gradcam_noise = cfg.perturb.lowvar_noise = False
-  with pytest.raises(config_lib.ConfigError, match="perturb.pair_loss.*identical"):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match="perturb.pair_loss.*identical"):
+    registry.validate(cfg, num_devices=1)
 
 
 def test_predictor_lr_is_fixed_and_the_rest_decays():
@@ -93,7 +96,7 @@ def test_predictor_lr_is_fixed_and_the_rest_decays():
 def _steps(cfg, num_devices, num_steps=2):
   s = registry.setup(cfg, num_train=len(pipeline.load_splits(cfg)["train"]))
   mesh = parallel.make_mesh(jax.devices()[:num_devices])
-  hp = moco.hparams_from_config(cfg, num_devices)
+  hp = registry.hparams(cfg, s, num_devices)
   joint, pretrain = registry.step_functions(cfg, s, hp)
   joint = parallel.data_parallel(joint, mesh, donate_state=False)
   data = pipeline.load_splits(cfg)
@@ -174,7 +177,7 @@ def test_perturb_simsiam_same_on_one_and_four_devices():
 
 
 def test_perturb_simsiam_end_to_end(tmp_path):
-  cfg = config_lib.ssl_config("perturb_simsiam", "runlocal")
+  cfg = registry.config("perturb_simsiam", "runlocal")
   results = train.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])
   assert np.isfinite(results["trained"]["knn3_top1_fine"])
   assert results["run"]["method"] == "perturb_simsiam"

@@ -13,12 +13,14 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax.methods import registry
 from fgjax import optim
 from fgjax.infra import parallel
 from fgjax.data import pipeline
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco
+from fgjax.methods import perturb_ssl
+from fgjax.methods import spec
 from fgjax.methods import ssl_common
 
 NUM_STEPS = 2
@@ -26,7 +28,7 @@ ATOL = 5e-5
 
 
 def _setup():
-  cfg = config_lib.ssl_config("perturb_moco", "runlocal")
+  cfg = registry.config("perturb_moco", "runlocal")
   # 8 images per BN group: with 2-image groups, the normalisation of nearly
   # identical reconstruction pairs amplifies float rounding (checked: 1e-2
   # relative vs 3e-4 here), which would hide a real discrepancy in noise.
@@ -51,14 +53,15 @@ def _setup():
 def _run(num_devices, cfg, nets, tx, decoder_tx, state, batches):
   mesh = parallel.make_mesh(jax.devices()[:num_devices])
   chex.clear_trace_counter()  # the counter is per function name; each mesh compiles its own
-  hp = moco.hparams_from_config(cfg, num_devices)
+  setup = spec.Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=None, joint_steps=10)
+  hp = registry.hparams(cfg, setup, num_devices)
 
   @chex.assert_max_traces(n=1)
   def joint(state, batch, rng):
     return perturb_moco.perturb_moco_step(state, batch, rng, nets=nets, hp=hp, tx=tx)
 
   pretrain = parallel.data_parallel(
-      functools.partial(perturb_moco.decoder_pretrain_step, nets=nets, hp=hp, decoder_tx=decoder_tx), mesh, donate_state=False)
+      functools.partial(perturb_ssl.decoder_pretrain_step, nets=nets, hp=hp, decoder_tx=decoder_tx), mesh, donate_state=False)
   joint = parallel.data_parallel(joint, mesh, donate_state=False)
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
   state = parallel.replicate(mesh, state)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax.config import blocks as config_blocks
 from fgjax.evaluate import linear_probe
 from fgjax.evaluate import retrieval
 from fgjax.evaluate import suite
@@ -14,7 +14,7 @@ FINE_TO_SUPER = np.array([0, 0, 0, 1, 1, 1, 2, 2])
 
 
 def _e(**overrides):
-  e = config_lib.eval_config()
+  e = config_blocks.eval_config()
   e.probe_epochs = 5
   e.knn_ks = (3,)
   e.chunk_size = 16  # does not divide 60 test samples: padded chunks

@@ -6,9 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import config_lib
+from fgjax import errors
 from fgjax.infra import parallel
-from fgjax import supervised_config
 from fgjax.data import pipeline
 from fgjax.methods import registry
 
@@ -33,7 +32,7 @@ def test_hcl_step_is_the_same_on_one_and_two_devices():
   """The all-gathered contrast set makes the 2-device step the 1-device step on the global batch."""
   if len(jax.devices()) < 2:
     pytest.skip("needs JAX_NUM_CPU_DEVICES >= 2 (set by conftest.py)")
-  cfg = supervised_config.hcl_config("hcl", "runlocal")
+  cfg = registry.config("hcl", "runlocal")
   cfg.model.bn_groups = 2
   s1, m1 = _step_run(cfg, 1)
   s2, m2 = _step_run(cfg, 2)
@@ -43,7 +42,7 @@ def test_hcl_step_is_the_same_on_one_and_two_devices():
 
 
 def test_vit_backbone_trains_without_batch_norm():
-  cfg = supervised_config.hcl_config("supcon", "vit,runlocal")
+  cfg = registry.config("supcon", "vit,runlocal")
   state, metrics = _step_run(cfg, 1, steps=3)
   assert state.batch_stats == {}
   assert all(np.isfinite(m["loss"]) for m in metrics)
@@ -54,7 +53,7 @@ def test_vit_backbone_trains_without_batch_norm():
 @pytest.mark.parametrize("method", ["ce", "hcl"])
 def test_configs_train_and_count_genus_outliers(tmp_path, method):
   from fgjax import train
-  cfg = supervised_config.hcl_config(method, "runlocal")
+  cfg = registry.config(method, "runlocal")
   results = train.train_and_evaluate(cfg, str(tmp_path), devices=jax.devices()[:1])
   trained = results["trained"]
   assert results["run"]["method"] == method
@@ -71,28 +70,28 @@ def test_configs_train_and_count_genus_outliers(tmp_path, method):
     ("model.encoder", "vit_huge", "model.encoder"),
 ])
 def test_bad_fields_name_the_field(field, value, match):
-  cfg = supervised_config.hcl_config("hcl", "runlocal")
+  cfg = registry.config("hcl", "runlocal")
   section, name = field.split(".")
   cfg[section][name] = value
-  with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(cfg, num_devices=1)
+  with pytest.raises(errors.ConfigError, match=match):
+    registry.validate(cfg, num_devices=1)
 
 
 def test_hcl_needs_genus_labels():
-  cfg = supervised_config.hcl_config("hcl", "runlocal")
+  cfg = registry.config("hcl", "runlocal")
   source = pipeline.ArraySource({"image": np.zeros((4, 16, 16, 3), np.uint8),
                                  "fine_label": np.arange(4, dtype=np.int32)},
                                 fine_names=list("abcd"), description="species-only data")
-  with pytest.raises(config_lib.ConfigError, match="genus"):
+  with pytest.raises(errors.ConfigError, match="genus"):
     registry.setup(cfg, train_source=source)
   cfg.method = "supcon"  # species labels suffice
   registry.setup(cfg, train_source=source)
 
 
 def test_presets_validate():
-  for method in supervised_config.HCL_METHODS:
+  for method in registry.names(docs='supcon_hcl'):
     for preset in ("", "vit", "df20_mini"):
-      cfg = supervised_config.hcl_config(method, preset)
+      cfg = registry.config(method, preset)
       if preset == "df20_mini":
         cfg.data.root = "/data/df20_mini"
-      config_lib.validate(cfg, num_devices=1)
+      registry.validate(cfg, num_devices=1)

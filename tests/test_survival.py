@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from fgjax.infra import checkpointing
-from fgjax import config_lib
 from fgjax.infra import metrics_writer
 from fgjax.infra import preemption
 from fgjax import train
@@ -176,7 +175,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path):
 # ---- in-process runs of the tiny preset
 
 def _config(**overrides):
-  cfg = config_lib.ssl_config("moco", "runlocal")
+  cfg = registry.config("moco", "runlocal")
   cfg.optim.num_epochs = 2.0  # 8 steps, checkpoints every 2
   cfg.train.keep_checkpoints = 3
   for path, value in overrides.items():
@@ -213,7 +212,7 @@ def test_config_that_changes_the_state_is_refused_and_config_json_kept(finished_
   with pytest.raises(train.WorkdirError, match=r"model.width 4 -> 8.*use another --workdir"):
     _run(_config(model__width=8), workdir)
   with pytest.raises(train.WorkdirError, match=r"method 'moco' -> 'simsiam'"):
-    cfg = config_lib.ssl_config("simsiam", "runlocal")
+    cfg = registry.config("simsiam", "runlocal")
     cfg.optim.num_epochs = 2.0
     cfg.train.keep_checkpoints = 3
     _run(cfg, workdir)

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from fgjax.infra import checkpointing
-from fgjax import config_lib
+from fgjax import errors
+from fgjax.config import blocks as config_blocks
 from fgjax import train
 from fgjax.methods import moco
 from fgjax.methods import registry
 
 
 def _config(method="perturb_moco", **overrides):
-  cfg = config_lib.ssl_config(method, "runlocal")
+  cfg = registry.config(method, "runlocal")
   for path, value in overrides.items():
     section, name = path.split("__")
     cfg[section][name] = value
@@ -53,7 +54,7 @@ def test_run_writes_results_metrics_and_checkpoints(full_run):
   assert "| knn3_top1_fine |" in open(os.path.join(workdir, "results.md")).read()
   all_rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   cfg = _config()
-  total = cfg.perturb.decoder_pretrain_steps + config_lib.total_train_steps(cfg)
+  total = cfg.perturb.decoder_pretrain_steps + config_blocks.total_train_steps(cfg)
   # The online kNN monitor logs its own rows every eval.knn_every steps.
   monitor = [r for r in all_rows if "knn3_top1_fine" in r]
   rows = [r for r in all_rows if "knn3_top1_fine" not in r]
@@ -75,7 +76,7 @@ def test_run_writes_results_metrics_and_checkpoints(full_run):
 def test_killed_and_resumed_run_matches_uninterrupted(full_run, tmp_path):
   reference_dir, _ = full_run
   cfg = _config()
-  total = cfg.perturb.decoder_pretrain_steps + config_lib.total_train_steps(cfg)
+  total = cfg.perturb.decoder_pretrain_steps + config_blocks.total_train_steps(cfg)
   half = _config(train__max_steps=total // 2 + 1)  # stop mid-way (odd step: between checkpoints of 2)
   workdir = str(tmp_path)
   train.train_and_evaluate(half, workdir, devices=_one_device())
@@ -115,6 +116,6 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
 def test_config_error_before_compiling(tmp_path):
   cfg = _config("moco")
   cfg.moco.temperature = -1.0
-  with pytest.raises(config_lib.ConfigError, match="moco.temperature"):
+  with pytest.raises(errors.ConfigError, match="moco.temperature"):
     train.train_and_evaluate(cfg, str(tmp_path), devices=_one_device())
   assert not os.listdir(tmp_path)  # nothing written, nothing compiled

@@ -24,7 +24,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from fgjax import config_lib
+from fgjax.errors import ConfigError
 from fgjax.data import records
 from fgjax.data import synthetic
 from fgjax.data import transforms
@@ -144,7 +144,7 @@ def load_splits(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   if d.name in EMBEDDED_NAMES:
     return _embedded(cfg)
   if d.name in FOLDER_NAMES and not d.root:
-    raise config_lib.ConfigError(f"config field 'data.root': data.name={d.name!r} needs the data "
+    raise ConfigError(f"config field 'data.root': data.name={d.name!r} needs the data "
                                  "directory, e.g. --config.data.root=/data/fgvc_aircraft")
   splits = {}
   for role, split in (("train", d.train_split), ("test", d.test_split)):

@@ -22,7 +22,9 @@ import ml_collections
 from absl import logging
 
 from fgjax.infra import checkpointing
-from fgjax import config_lib
+from fgjax.config import blocks as config_blocks
+from fgjax.config.fields import check_known_fields
+from fgjax.errors import ConfigError
 from fgjax.data import pipeline
 from fgjax.evaluate import features as features_lib
 from fgjax.evaluate import report
@@ -41,16 +43,16 @@ def evaluate_config() -> ml_collections.ConfigDict:
   # '' : the run's own config.json; else a config file (configs/x.py[:preset]
   # or a .json) describing the model that wrote the checkpoint.
   c.train_config = ""
-  c.eval = config_lib.eval_config()
+  c.eval = config_blocks.eval_config()
   return c
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  config_lib.check_known_fields(cfg, evaluate_config())
+  check_known_fields(cfg, evaluate_config())
   if not cfg.workdir:
-    raise config_lib.ConfigError("config field 'workdir': give the run to evaluate, "
+    raise ConfigError("config field 'workdir': give the run to evaluate, "
                                  "e.g. --config.workdir=runs/perturb_moco")
-  config_lib.validate_eval(cfg.eval)
+  config_blocks.validate_eval(cfg.eval)
 
 
 def load_train_config(path: str) -> ml_collections.ConfigDict:
@@ -62,7 +64,7 @@ def load_train_config(path: str) -> ml_collections.ConfigDict:
     with open(file) as f:
       try:
         # A run of an older fgjax lacks the fields added since: defaults fill them.
-        return config_lib.with_defaults(ml_collections.ConfigDict(json.load(f)))
+        return registry.with_defaults(ml_collections.ConfigDict(json.load(f)))
       except json.JSONDecodeError as e:
         raise EvaluationError(f"{file} is not valid JSON: {e}") from None
   spec = importlib.util.spec_from_file_location("_fgjax_train_config", file)
@@ -131,7 +133,7 @@ def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = 
 
   Raises:
     EvaluationError: no run or checkpoint, a checkpoint of another model.
-    config_lib.ConfigError: a bad field of the training config.
+    ConfigError: a bad field of the training config.
   """
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
@@ -139,7 +141,7 @@ def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = 
   train_cfg = load_train_config(train_config or os.path.join(workdir, "config.json"))
   if eval_cfg is not None:
     train_cfg.eval = ml_collections.ConfigDict(eval_cfg.to_dict())
-  config_lib.validate(train_cfg, num_devices=1)
+  registry.validate(train_cfg, num_devices=1)
 
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
@@ -190,7 +192,7 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """Evaluates the checkpoint of ``cfg.workdir``; writes and returns the results.
 
   Raises:
-    config_lib.ConfigError: a bad field of the evaluation or training config.
+    ConfigError: a bad field of the evaluation or training config.
     EvaluationError: no run or checkpoint, a checkpoint of another model, an
       empty split, NaN features.
   """

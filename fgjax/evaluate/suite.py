@@ -80,7 +80,7 @@ def evaluate_features(e: ml_collections.ConfigDict, train_features, train_labels
   """All protocols of ``e`` (the ``eval`` config) on frozen features.
 
   Args:
-    e: the ``eval`` ConfigDict (see config_lib).
+    e: the ``eval`` ConfigDict (``fgjax.config.blocks.eval_config``).
     train_features: [N, d] pooled features of the train split.
     train_labels: level ('fine', 'super') -> [N] labels.
     test_features: [M, d].

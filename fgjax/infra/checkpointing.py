@@ -24,7 +24,6 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from fgjax.infra import workdir as workdir_lib
 from fgjax.errors import CheckpointError  # (re-exported: raised here)
 
 

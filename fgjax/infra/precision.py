@@ -17,7 +17,7 @@ and recent GPUs):
   the Grad-CAM gradient (``fgjax.ops.gradcam``; the head it differentiates runs in
   float32, see ``ssl_common.float32_heads``).
 
-float32 stays the default (``config_lib.ssl_config``). bfloat16 on a CPU is
+float32 stays the default (``fgjax.config.ssl``). bfloat16 on a CPU is
 allowed: without AVX512-BF16/AMX it is emulated (converted around each op) and
 slower than float32, useful only to rehearse a bf16 run; with them XLA's
 convolutions run it natively (measured on the 2-core AMD EPYC development
@@ -26,7 +26,7 @@ against 1201 ms in float32). The log line of :func:`describe` says which.
 
 :func:`check_compute_dtype` is called by the trainer and the benchmark before
 anything compiles: a GPU without bf16 units (compute capability < 8.0, e.g. a
-V100 or a T4) gets one :class:`config_lib.ConfigError` line naming the device.
+V100 or a T4) gets one :class:`fgjax.errors.ConfigError` line naming the device.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Iterable
 import jax
 import jax.numpy as jnp
 
-from fgjax import config_lib
+from fgjax.errors import ConfigError
 
 # The first NVIDIA architecture with bfloat16 tensor cores is Ampere (sm_80).
 MIN_BF16_CUDA_CAPABILITY = (8, 0)
@@ -78,7 +78,7 @@ def unsupported_reason(dtype: str, device: Any) -> str | None:
 
 
 def check_compute_dtype(dtype: str, devices: Iterable[Any], field: str = "model.dtype") -> None:
-  """Raises ``config_lib.ConfigError`` (one line, naming the device) if a device can't run ``dtype``.
+  """Raises ``ConfigError`` (one line, naming the device) if a device can't run ``dtype``.
 
   Call it before compiling: on an unsupported GPU XLA would otherwise either
   fail deep inside compilation or silently emulate bf16 at a fraction of the
@@ -87,7 +87,7 @@ def check_compute_dtype(dtype: str, devices: Iterable[Any], field: str = "model.
   for device in devices:
     reason = unsupported_reason(dtype, device)
     if reason is not None:
-      raise config_lib.ConfigError(
+      raise ConfigError(
           f"config field {field!r}: {dtype!r} is not supported on device {device.id} ({reason}); "
           "use 'float32'")
 

@@ -19,7 +19,7 @@ import signal
 import threading
 
 import jax
-from fgjax.errors import Preempted  # (re-exported: raised here)
+from fgjax.errors import Preempted  # noqa: F401 (re-exported: train raises it)
 
 EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGINT, checkpoint of the current step saved
 

@@ -143,7 +143,7 @@ def check_resume_config(workdir: str, cfg: Any) -> None:
 
   Only a workdir that already holds checkpoints is checked: without one the run
   starts from scratch and its ``config.json`` is rewritten. The saved config is
-  completed with today's defaults first (``config_lib.with_defaults``), so a run
+  completed with today's defaults first (``fgjax.methods.registry.with_defaults``), so a run
   of an older fgjax compares on what it ran with.
 
   Raises:
@@ -151,7 +151,7 @@ def check_resume_config(workdir: str, cfg: Any) -> None:
   """
   import ml_collections
 
-  from fgjax import config_lib
+  from fgjax.methods import registry  # (imports the methods: only when resuming)
 
   path = os.path.join(workdir, "config.json")
   checkpoints = os.path.join(workdir, "checkpoints")
@@ -159,7 +159,7 @@ def check_resume_config(workdir: str, cfg: Any) -> None:
     return
   try:
     with open(path) as f:
-      saved_cfg = config_lib.with_defaults(ml_collections.ConfigDict(json.load(f)))
+      saved_cfg = registry.with_defaults(ml_collections.ConfigDict(json.load(f)))
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} cannot be read ({e}); it describes the checkpoints in {checkpoints}: "
                        "restore it, or use another --workdir") from None

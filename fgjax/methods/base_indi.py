@@ -1,6 +1,6 @@
 """Base-Indi and its baselines (seed B): a ResNet with linear heads, trained by CE.
 
-One training step for every objective of ``fgjax.supervised_config``
+One training step for every objective of ``fgjax.config.supervised``
 (Base, Fine, Indi, Base-Indi, Base-Indi_eff): augment (crop + flip, on
 device, seeded per example), encode, the objective's heads and losses, SGD.
 The step is written per device for ``jax.shard_map`` (gradients and BN
@@ -10,6 +10,7 @@ statistics are averaged over the ``'data'`` axis), like the SSL steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -19,7 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax import supervised_config
+from fgjax import optim
+from fgjax.config import blocks as config_blocks
+from fgjax.config import supervised as supervised_config
+from fgjax.methods import spec
 from fgjax.data import augment
 from fgjax.methods import instance_head as ih
 from fgjax.methods import ssl_common as common
@@ -94,14 +98,16 @@ def build_networks(cfg: ml_collections.ConfigDict, train_source: Any) -> Network
 
 def hparams_from_config(cfg: ml_collections.ConfigDict, nets: Networks, num_devices: int) -> HParams:
   local_batch = cfg.data.global_batch_size // num_devices
-  capacity = cfg.base_indi.group_capacity
+  # base, fine and indi have no base_indi block: lambda_I = 1 (indi's CE weight), auto capacity.
+  bi = cfg.get("base_indi") or ml_collections.ConfigDict({"instance_weight": 1.0, "group_capacity": 0})
+  capacity = bi.group_capacity
   if not capacity and nets.layout is not None:
     capacity = nets.layout.auto_capacity(local_batch)
   a = cfg.augment
   return HParams(method=cfg.method, image_size=int(cfg.data.image_size),
                  local_bn_groups=max(1, cfg.model.bn_groups // num_devices),
                  crop=a.crop, pad=int(a.pad), scale=(float(a.scale[0]), float(a.scale[1])),
-                 flip=bool(a.flip), instance_weight=float(cfg.base_indi.instance_weight),
+                 flip=bool(a.flip), instance_weight=float(bi.instance_weight),
                  group_capacity=int(min(capacity or local_batch, local_batch)))
 
 
@@ -213,3 +219,27 @@ def super_logits_fn(nets: Networks, state: State):
     return nets.super_head.apply(head, nets.encoder.apply(variables, images, train=False))
 
   return super_logits
+
+
+def make_setup(module):
+  """The ``setup`` of a supervised method of ``module`` (this one, or ``supcon``).
+
+  The heads are sized by the opened training split (classes, instances), so
+  ``train_source`` is required; its label levels are checked against the
+  objective first.
+  """
+  def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *, train_source: Any = None
+            ) -> spec.Setup:
+    if train_source is None:
+      raise ValueError(f"setup: method {cfg.method!r} needs the opened training split")
+    supervised_config.check_labels(cfg, train_source)
+    nets = module.build_networks(cfg, train_source)
+    steps = config_blocks.total_train_steps(cfg, num_train if num_train is not None else len(train_source))
+    tx = optim.supervised_optimizer(cfg, steps)
+    return spec.Setup(nets=nets, tx=tx, decoder_tx=None, joint_steps=steps,
+                      init_state=functools.partial(module.create_state, cfg, nets, tx=tx))
+  return setup
+
+
+def hparams(cfg: ml_collections.ConfigDict, setup: spec.Setup, num_devices: int) -> HParams:
+  return hparams_from_config(cfg, setup.nets, num_devices)

@@ -17,6 +17,9 @@ import optax
 
 from fgjax.ops import losses
 from fgjax.ops import queue as queue_lib
+from fgjax.config import ssl as ssl_config
+from fgjax.config.fields import require
+from fgjax.config.fields import require_positive
 from fgjax.methods import ssl_common as common
 
 PyTree = Any
@@ -24,53 +27,85 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class MocoHParams:
-  """Static hyper-parameters of the MoCo / Perturb-MoCo steps (hashable)."""
+  """Static hyper-parameters of MoCo's contrastive loss and key network (hashable)."""
 
-  local_bn_groups: int  # BatchNorm groups per device (model.bn_groups / devices)
-  temperature: float
+  temperature: float  # tau
   momentum: float  # EMA coefficient at the first joint step
   shuffle_bn: bool
   # Cosine increase of the EMA coefficient to final_momentum over momentum_steps
   # joint steps (equal to momentum: MoCo v2's constant coefficient).
   final_momentum: float | None = None
   momentum_steps: int = 1
-  # Steps before the joint phase (decoder pre-training), not counted by the schedule.
-  joint_start_step: int = 0
-  # Perturb-SSL (ignored by plain MoCo)
-  alpha: float = 1.0
-  nu: float = 0.5
-  eps_g: float = 0.1
-  eps_var: float = 0.05
-  kappa: float = 0.02
-  gradcam_noise: bool = True
-  lowvar_noise: bool = True
-  pair_loss: bool = True
-  pair_temperature: float = 0.2
-  pair_positive_in_denominator: bool = True
-  recon_grad_to_encoder: bool = True
-  pair_grad_through_reconstruction: bool = False
-  # Training image side S; the host's base images may be larger (data.base_size).
-  image_size: int | None = None
-  views: common.ViewAugmentation = common.ViewAugmentation()
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict, joint_steps: int) -> "MocoHParams":
+    """``joint_steps``: the schedule's length (the momentum schedule spans it)."""
+    mo = cfg.moco
+    return cls(temperature=float(mo.temperature), momentum=float(mo.momentum),
+               final_momentum=float(mo.final_momentum), momentum_steps=int(joint_steps),
+               shuffle_bn=bool(mo.shuffle_bn))
 
 
-def hparams_from_config(cfg: ml_collections.ConfigDict, num_devices: int, *,
-                        joint_steps: int = 1, pretrain_steps: int = 0) -> MocoHParams:
-  """``joint_steps``: the schedule's length (the momentum schedule spans it)."""
-  p = cfg.perturb
-  return MocoHParams(
-      image_size=int(cfg.data.image_size), views=common.ViewAugmentation.from_config(cfg.augment),
-      local_bn_groups=cfg.model.bn_groups // num_devices,
-      temperature=float(cfg.moco.temperature), momentum=float(cfg.moco.momentum),
-      final_momentum=float(cfg.moco.final_momentum), momentum_steps=int(joint_steps),
-      joint_start_step=int(pretrain_steps),
-      shuffle_bn=bool(cfg.moco.shuffle_bn), alpha=float(p.alpha), nu=float(p.nu),
-      eps_g=float(p.eps_g), eps_var=float(p.eps_var), kappa=float(p.kappa),
-      gradcam_noise=bool(p.gradcam_noise), lowvar_noise=bool(p.lowvar_noise),
-      pair_loss=bool(p.pair_loss), pair_temperature=float(p.pair_temperature),
-      pair_positive_in_denominator=bool(p.pair_positive_in_denominator),
-      recon_grad_to_encoder=bool(p.recon_grad_to_encoder),
-      pair_grad_through_reconstruction=bool(p.pair_grad_through_reconstruction))
+def _moco_block() -> ml_collections.ConfigDict:
+  mo = ml_collections.ConfigDict()
+  # K below the training-set size (2048 images): a larger queue holds stale keys
+  # of the query's own image as negatives (checked: K=4096 gave lower kNN).
+  mo.queue_size = 1024  # K
+  mo.momentum = 0.99  # m (0.999 in the paper preset: long runs)
+  # m rises along a cosine to final_momentum by the end of training (BYOL,
+  # solo-learn's small-image recipe); equal to momentum: constant (MoCo v2).
+  mo.final_momentum = 0.999
+  mo.temperature = 0.2  # tau
+  mo.shuffle_bn = True
+  return mo
+
+
+def _head_sizes(c: ml_collections.ConfigDict) -> None:
+  c.model.head_hidden_dim = 0  # 0: same as the encoder's feature dim (MoCo v2).
+  c.model.proj_dim = 128
+
+
+def _cub200(c: ml_collections.ConfigDict) -> None:
+  c.model.head_hidden_dim = 2048
+  c.model.proj_dim = 128
+  c.moco.queue_size = 65536
+  c.moco.momentum = 0.999
+  c.moco.final_momentum = 0.999
+  c.moco.temperature = 0.2
+
+
+def _runlocal(c: ml_collections.ConfigDict) -> None:
+  c.model.head_hidden_dim = 16
+  c.model.proj_dim = 8
+  c.moco.queue_size = 32
+
+
+def _fullwidth(c: ml_collections.ConfigDict) -> None:
+  c.model.head_hidden_dim = 0
+
+
+def _validate(cfg: ml_collections.ConfigDict) -> None:
+  mo, gb = cfg.moco, cfg.data.global_batch_size
+  require(cfg.model.proj_dim >= 1, "model.proj_dim", f"must be >= 1, got {cfg.model.proj_dim}")
+  require(cfg.model.head_hidden_dim >= 0, "model.head_hidden_dim",
+          f"must be >= 0 (0: the encoder's width), got {cfg.model.head_hidden_dim}")
+  require_positive(mo.temperature, "moco.temperature")
+  require(0.0 <= mo.momentum <= 1.0, "moco.momentum", f"must be in [0, 1], got {mo.momentum}")
+  require(0.0 <= mo.final_momentum <= 1.0, "moco.final_momentum",
+          f"must be in [0, 1], got {mo.final_momentum}")
+  require(mo.queue_size >= gb and mo.queue_size % gb == 0, "moco.queue_size",
+          f"K={mo.queue_size} must be a positive multiple of the global batch {gb}")
+
+
+# The ``moco`` block: queue, key network and InfoNCE; the projection head's sizes in ``model``.
+BLOCK = ssl_config.Block(name="moco", fields=_moco_block, defaults=_head_sizes, validate=_validate,
+                         presets={"cub200": _cub200, "runlocal": _runlocal, "fullwidth": _fullwidth})
+
+
+def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> common.SSLHParams:
+  """The step's static settings: the shared ones and the ``moco`` block's (momentum over the schedule)."""
+  return dataclasses.replace(common.base_hparams(cfg, num_devices),
+                             moco=MocoHParams.from_config(cfg, setup.joint_steps))
 
 
 def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
@@ -109,27 +144,28 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
 
 
 def key_network_forward(state: common.TrainState, views: jax.Array, rng: jax.Array, *,
-                        nets: common.Networks, hp: MocoHParams):
+                        nets: common.Networks, hp: common.SSLHParams):
   """Steps 1-2 of the method: EMA update of (f_k, g_k), then shuffled-BN keys.
 
   Returns:
     ``(momentum_params, momentum_batch_stats, local_keys [b,k], global_keys [B,k])``.
   """
   online = {"encoder": state.params["encoder"], "head": state.params["head"]}
-  momentum = hp.momentum
-  if hp.final_momentum is not None and hp.final_momentum != hp.momentum:
-    momentum = queue_lib.cosine_momentum(state.step - hp.joint_start_step, base=hp.momentum,
-                                         final=hp.final_momentum, total_steps=hp.momentum_steps)
+  mo = hp.moco
+  momentum = mo.momentum
+  if mo.final_momentum is not None and mo.final_momentum != mo.momentum:
+    momentum = queue_lib.cosine_momentum(state.step - hp.joint_start_step, base=mo.momentum,
+                                         final=mo.final_momentum, total_steps=mo.momentum_steps)
   momentum_params = queue_lib.momentum_update(online=online, target=state.momentum_params,
                                               momentum=momentum)
   local_keys, global_keys, momentum_stats = common.shuffled_keys(
       nets, momentum_params, state.momentum_batch_stats, views, rng,
-      groups=hp.local_bn_groups, shuffle_bn=hp.shuffle_bn)
+      groups=hp.local_bn_groups, shuffle_bn=mo.shuffle_bn)
   return momentum_params, momentum_stats, local_keys, global_keys
 
 
 def query_infonce(params: PyTree, batch_stats: PyTree, views: jax.Array, keys: jax.Array,
-                  queue: jax.Array, *, nets: common.Networks, hp: MocoHParams):
+                  queue: jax.Array, *, nets: common.Networks, hp: common.SSLHParams):
   """L_C: InfoNCE of ``q = normalize(g(f(x')))`` against ``keys`` and the queue.
 
   Returns:
@@ -137,21 +173,13 @@ def query_infonce(params: PyTree, batch_stats: PyTree, views: jax.Array, keys: j
   """
   feats, new_stats = common.encode(nets.encoder, params["encoder"], batch_stats, views,
                                    groups=hp.local_bn_groups)
-  q = common.l2n(nets.head.apply({"params": params["head"]}, feats))
-  loss = losses.infonce_with_queue(query=q, key=keys, queue=queue, temperature=hp.temperature)
+  q = losses.l2_normalize(nets.head.apply({"params": params["head"]}, feats))
+  loss = losses.infonce_with_queue(query=q, key=keys, queue=queue, temperature=hp.moco.temperature)
   return jnp.mean(loss), new_stats
 
 
-def apply_gradients(state: common.TrainState, grads: PyTree, tx: optax.GradientTransformation
-                    ) -> tuple[PyTree, PyTree]:
-  """Averages per-device gradients over the data axis and takes one optimizer step."""
-  grads = common.mean_over_devices(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return optax.apply_updates(state.params, updates), opt_state
-
-
 def moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-              nets: common.Networks, hp: MocoHParams, tx: optax.GradientTransformation
+              nets: common.Networks, hp: common.SSLHParams, tx: optax.GradientTransformation
               ) -> tuple[common.TrainState, dict[str, jax.Array]]:
   """One MoCo v2 step, per device.
 
@@ -175,7 +203,7 @@ def moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Ar
     return loss_c, new_stats
 
   (loss_c, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = apply_gradients(state, grads, tx)
+  params, opt_state = common.apply_gradients(state, grads, tx)
   queue, queue_ptr = queue_lib.enqueue(state.queue, global_keys, state.queue_ptr)
   new_state = state.replace(
       step=state.step + 1, params=params, opt_state=opt_state,
@@ -184,3 +212,22 @@ def moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Ar
       queue=queue, queue_ptr=queue_ptr)
   metrics = common.mean_over_devices({"loss": loss_c, "loss_c": loss_c})
   return new_state, metrics
+
+
+def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+                  x_pos: jax.Array):
+  """``(loss(v) [N, n] -> [N], keys [N, k])``: MoCo's per-example L_C as a function of pooled features.
+
+  For Grad-CAM pictures: InfoNCE of ``normalize(g(v))`` against the key
+  ``normalize(g_k(f_k(x_pos)))`` of the momentum network (eval-mode BN) and the
+  queue; float32.
+  """
+  m = state.momentum_params
+  feats = nets.encoder.apply({"params": m["encoder"], "batch_stats": state.momentum_batch_stats},
+                             x_pos, train=False)
+  keys = losses.l2_normalize(nets.head.apply({"params": m["head"]}, feats))
+
+  def loss(v):
+    q = losses.l2_normalize(nets.head.apply({"params": state.params["head"]}, v))
+    return losses.infonce_with_queue(query=q, key=keys, queue=state.queue, temperature=cfg.moco.temperature)
+  return loss, keys

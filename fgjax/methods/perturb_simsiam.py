@@ -1,6 +1,6 @@
 """Perturb-SimSiam (seed method P on the SimSiam base): the joint per-device step.
 
-The same eight steps as ``perturb_moco`` (README, "Perturb-MoCo: what exactly is
+The same eight steps as ``perturb_moco`` (docs/perturb_ssl.md, "what exactly is
 computed"), with the SimSiam loss wherever Perturb-MoCo uses InfoNCE:
 
 * L_C: the symmetric SimSiam loss of the two aug+ views;
@@ -10,8 +10,8 @@ computed"), with the SimSiam loss wherever Perturb-MoCo uses InfoNCE:
 * L_Cp (Eq. 7 in SimSiam form): the symmetric SimSiam loss between
   ``f(x_hat)`` and ``f(x_hat_p)`` (SimSiam has no negatives, so no NT-Xent).
 
-Steps 5-7 (bank, v_p, decoder, L_R) are ``perturb_moco.perturb_and_reconstruct``;
-decoder pre-training is ``perturb_moco.decoder_pretrain_step`` (base-independent).
+Steps 5-7 (bank, v_p, decoder, L_R) are ``perturb_ssl.perturb_and_reconstruct``;
+decoder pre-training is ``perturb_ssl.decoder_pretrain_step`` (base-independent).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from jax import lax
 from fgjax.ops import gradcam as gradcam_lib
 from fgjax.ops import losses
 from fgjax.data import augment
-from fgjax.methods import moco
-from fgjax.methods import perturb_moco
+from fgjax.methods import perturb_ssl
 from fgjax.methods import simsiam
 from fgjax.methods import ssl_common as common
 
@@ -48,7 +47,7 @@ def gradcam_scores(nets: common.Networks, params, v: jax.Array, z2: jax.Array) -
 
 
 def perturb_simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-                         nets: common.Networks, hp: moco.MocoHParams,
+                         nets: common.Networks, hp: common.SSLHParams,
                          tx: optax.GradientTransformation
                          ) -> tuple[common.TrainState, dict[str, jax.Array]]:
   """One joint Perturb-SimSiam step, per device: ``L = L_C + alpha L_R + nu L_Cp`` (Eq. 8)."""
@@ -71,25 +70,32 @@ def perturb_simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], 
     v, stats = common.encode(nets.encoder, params["encoder"], stats, x, groups=groups)
     eta = gradcam_scores(nets, params, v, z2)
     # Steps 5-7: bank, v_p, one decoder pass, L_R.
-    x_hat, x_hat_p, loss_r, bank_state, aux = perturb_moco.perturb_and_reconstruct(
+    x_hat, x_hat_p, loss_r, bank_state, aux = perturb_ssl.perturb_and_reconstruct(
         state, params, v, eta, x, noise_keys, nets=nets, hp=hp)
     # Step 8: L_Cp, SimSiam between the encodings of x_hat and x_hat_p.
-    if hp.pair_loss:
-      if not hp.pair_grad_through_reconstruction:
+    if hp.perturb.pair_loss:
+      if not hp.perturb.pair_grad_through_reconstruction:
         x_hat, x_hat_p = lax.stop_gradient(x_hat), lax.stop_gradient(x_hat_p)
-      f_hat, f_hat_p = perturb_moco.encode_pairs(nets.encoder, params["encoder"], stats, x_hat,
+      f_hat, f_hat_p = perturb_ssl.encode_pairs(nets.encoder, params["encoder"], stats, x_hat,
                                                  x_hat_p, groups=groups)
       loss_cp = jnp.mean(simsiam.pair_loss(nets, params, f_hat, f_hat_p))
     else:
       loss_cp = jnp.zeros((), jnp.float32)
-    total = loss_c + hp.alpha * loss_r + hp.nu * loss_cp
-    return total, (stats, bank_state, perturb_moco.loss_terms(total, loss_c, loss_r, loss_cp, aux))
+    total = loss_c + hp.perturb.alpha * loss_r + hp.perturb.nu * loss_cp
+    return total, (stats, bank_state, perturb_ssl.loss_terms(total, loss_c, loss_r, loss_cp, aux))
 
   (_, (new_stats, bank_state, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = moco.apply_gradients(state, grads, tx)
+  params, opt_state = common.apply_gradients(state, grads, tx)
   bank, bank_ptr, bank_count = bank_state
   new_state = state.replace(
       step=state.step + 1, params=params, opt_state=opt_state,
       batch_stats=common.mean_over_devices(new_stats), feature_bank=bank, bank_ptr=bank_ptr,
       bank_count=bank_count)
   return new_state, common.mean_over_devices(terms)
+
+
+def picture_scores(nets: common.Networks, state: common.TrainState, cfg, v: jax.Array, z_pos: jax.Array
+                   ) -> jax.Array:
+  """Eq. 3's scores ``[N, n]`` of a trained state outside training (the generated-pairs picture)."""
+  del cfg
+  return gradcam_scores(common.without_sync_bn(nets), state.params, v, z_pos)

@@ -1,133 +1,160 @@
-"""What the training loop and the evaluator need to know about each method.
+"""The methods' table: ``METHODS: name -> spec.Method``, and the lookups the machinery uses.
 
-One place maps ``cfg.method`` to its networks, its initial state (the same
-function for training, for a checkpoint template and for the random-init
-baseline) and the frozen model that evaluation uses. A new method (SimSiam,
-Base-Indi, SupCon, ...) adds one entry here.
+Adding a method is: its module (steps, state, its config block), its
+``configs/<name>.py``, one entry in :data:`METHODS`, and its tests
+(docs/adding_a_method.md walks through one). The trainer, the evaluation, the
+pictures and the benchmark ask the entry (``get(cfg.method)``) what a method
+has; none of them compares method names.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any
 
-import flax.linen as nn
 import jax
 import ml_collections
-import optax
 
-from fgjax import config_lib
-from fgjax import optim
-from fgjax import supervised_config
+from fgjax.config import ssl as ssl_config
+from fgjax.config import supervised as supervised_config
+from fgjax.config import upgrade
+from fgjax.errors import ConfigError
 from fgjax.methods import base_indi
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_simsiam
+from fgjax.methods import perturb_ssl
+from fgjax.methods import simclr
 from fgjax.methods import simsiam
+from fgjax.methods import spec
 from fgjax.methods import ssl_common
 from fgjax.methods import supcon
 
-SSL_METHODS = config_lib.SSL_METHODS
-_CREATE_STATE = {"moco": moco.create_state, "perturb_moco": moco.create_state,
-                 "simsiam": simsiam.create_state, "perturb_simsiam": simsiam.create_state}
-# The joint step of each method: pure (state, batch, rng, *, nets, hp, tx) -> (state, metrics).
-JOINT_STEPS = {"moco": moco.moco_step, "perturb_moco": perturb_moco.perturb_moco_step,
-               "simsiam": simsiam.simsiam_step, "perturb_simsiam": perturb_simsiam.perturb_simsiam_step,
-               **{m: base_indi.base_indi_step for m in supervised_config.BASE_INDI_METHODS},
-               **{m: supcon.supcon_step for m in supervised_config.HCL_METHODS}}
-METHODS = SSL_METHODS + supervised_config.METHODS
+Method = spec.Method
+Setup = spec.Setup
+FrozenModel = spec.FrozenModel
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """A method's modules, optimizers and initial-state function.
+def _ssl(name: str, blocks: tuple[ssl_config.Block, ...], **fields: Any) -> spec.Method:
+  """An SSL method: the shared SSL schema plus ``blocks``."""
+  return spec.Method(
+      name=name, docs="perturb_ssl", config=functools.partial(ssl_config.ssl_config, name, blocks),
+      presets=ssl_config.preset_names(blocks), validate=functools.partial(ssl_config.validate, blocks=blocks), benchmark=True, **fields)
 
-  Attributes:
-    nets: the Flax modules.
-    tx: optimizer of the joint training steps.
-    decoder_tx: optimizer of decoder pre-training (Perturb-SSL), else None.
-    init_state: ``rng -> TrainState`` (pure; jit it, or ``jax.eval_shape`` it
-      for a checkpoint template).
+
+def _base_indi(name: str) -> spec.Method:
+  """An objective of seed B (Base, Fine, Indi, Base-Indi, Base-Indi_eff): one step, one schema."""
+  return spec.Method(
+      name=name, docs="base_indi", config=functools.partial(supervised_config.base_indi_config, name),
+      presets=supervised_config.BASE_INDI_PRESETS, validate=supervised_config.validate, setup=base_indi.make_setup(base_indi), hparams=base_indi.hparams,
+      joint_step=base_indi.base_indi_step, super_logits=base_indi.super_logits_fn, needs_train_source=True)
+
+
+def _hcl(name: str) -> spec.Method:
+  """An objective of seed H (CE, SupCon, HCL) on a ResNet or a ViT."""
+  return spec.Method(
+      name=name, docs="supcon_hcl", config=functools.partial(supervised_config.hcl_config, name),
+      presets=supervised_config.HCL_PRESETS, validate=supervised_config.validate, setup=base_indi.make_setup(supcon), hparams=supcon.hparams,
+      joint_step=supcon.supcon_step, super_logits=base_indi.super_logits_fn, needs_train_source=True)
+
+
+def _class_attentive() -> spec.Method:
+  """Seed A on the toy circles: its own schema and loop (tiny vectors, one ``lax.scan`` per epoch)."""
+  from fgjax.methods import class_attentive
+  from fgjax.methods.class_attentive import config as ca_config
+  return spec.Method(name="class_attentive", docs="class_attentive", config=ca_config.class_attentive_config,
+                     presets=tuple(ca_config._PRESET_FNS), validate=lambda cfg, **_: ca_config.validate(cfg), run=class_attentive.train_and_evaluate)
+
+
+_PERTURB = dict(pretrain_step=perturb_ssl.decoder_pretrain_step, pretrain_steps=perturb_ssl.pretrain_steps,
+                has_decoder=True)
+
+METHODS: dict[str, spec.Method] = {m.name: m for m in (
+    _ssl("moco", (moco.BLOCK,), setup=ssl_common.make_setup(moco.create_state), hparams=moco.hparams,
+         joint_step=moco.moco_step, features_loss=moco.features_loss),
+    _ssl("perturb_moco", (moco.BLOCK, perturb_ssl.BLOCK), setup=ssl_common.make_setup(moco.create_state),
+         hparams=perturb_ssl.with_perturbation(moco.hparams), joint_step=perturb_moco.perturb_moco_step,
+         features_loss=moco.features_loss, gradcam_scores=perturb_moco.picture_scores, **_PERTURB),
+    _ssl("simsiam", (simsiam.BLOCK,), setup=ssl_common.make_setup(simsiam.create_state),
+         hparams=simsiam.hparams, joint_step=simsiam.simsiam_step, features_loss=simsiam.features_loss),
+    _ssl("perturb_simsiam", (simsiam.BLOCK, perturb_ssl.BLOCK),
+         setup=ssl_common.make_setup(simsiam.create_state), hparams=perturb_ssl.with_perturbation(simsiam.hparams),
+         joint_step=perturb_simsiam.perturb_simsiam_step, features_loss=simsiam.features_loss,
+         gradcam_scores=perturb_simsiam.picture_scores, **_PERTURB),
+    _ssl("simclr", (simclr.BLOCK,), setup=ssl_common.make_setup(simclr.create_state), hparams=simclr.hparams,
+         joint_step=simclr.simclr_step),
+    *(_base_indi(name) for name in supervised_config.BASE_INDI_METHODS),
+    *(_hcl(name) for name in supervised_config.HCL_METHODS),
+    _class_attentive(),
+)}
+
+
+def get(name: Any) -> spec.Method:
+  """The entry of ``name``; ConfigError (naming the field ``method``) if there is none."""
+  if name not in METHODS:
+    raise ConfigError(f"config field 'method': expected one of {tuple(METHODS)}, got {name!r}")
+  return METHODS[name]
+
+
+def names(**having: Any) -> tuple[str, ...]:
+  """The methods whose entry has the given values, e.g. ``names(has_decoder=True)``."""
+  return tuple(n for n, m in METHODS.items() if all(getattr(m, k) == v for k, v in having.items()))
+
+
+def config(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
+  """The config of method ``name`` with the comma-separated ``preset`` applied (``configs/*.py``)."""
+  return get(name).config(preset)
+
+
+def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
+  """Checks a config for unknown fields (another method's included) and impossible values.
+
+  Raises:
+    ConfigError: one line naming the offending field.
   """
-  nets: Any
-  tx: optax.GradientTransformation
-  decoder_tx: optax.GradientTransformation | None
-  init_state: Callable[[jax.Array], Any]
-  joint_steps: int = 1  # length of the schedules (learning rate, EMA momentum)
+  get(cfg.get("method")).validate(cfg, num_devices=num_devices, num_processes=num_processes)
 
 
-@dataclasses.dataclass(frozen=True)
-class FrozenModel:
-  """The parts of a trained state that evaluation uses.
-
-  Attributes:
-    encoder: the encoder module; ``encoder.apply({'params', 'batch_stats'},
-      images, train=False)`` gives the pooled features [N, n].
-    params: the encoder's parameters.
-    batch_stats: the encoder's BatchNorm statistics.
-    super_logits: ``images [N, H, W, 3] float (normalised) -> [N, K_super]``,
-      the model's own super-class head (seed B methods), or None.
-  """
-  encoder: nn.Module
-  params: Any
-  batch_stats: Any
-  super_logits: Callable[[jax.Array], jax.Array] | None = None
+def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved training config (``config.json``) completed for today's code (``fgjax.config.upgrade``)."""
+  method = METHODS.get(cfg.get("method"))
+  if method is None or method.run is not None:
+    return cfg
+  defaults = method.config(None)
+  others = [m.config(None) for m in METHODS.values() if m is not method and m.run is None]
+  ssl = "jitter" in defaults.get("augment", {})  # the SSL two-view augmentation
+  return upgrade.with_defaults(cfg, defaults, others, ssl_augment=ssl_config.augment_config() if ssl else None)
 
 
-def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *,
-          train_source: Any = None) -> Setup:
-  """Networks, optimizers and ``init_state`` for ``cfg.method``.
+def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *, train_source: Any = None
+          ) -> spec.Setup:
+  """Networks, optimizers and ``init_state`` of ``cfg.method``.
 
   ``num_train`` (the opened training split's size) sets the schedule's length
-  for data whose size the config cannot know (image folders); the state's
-  structure does not depend on it. ``train_source`` (the opened training split)
-  sizes the heads of the supervised methods (classes, instances) and is
-  required for them.
+  for data whose size the config cannot know (image folders). Supervised
+  methods size their heads by ``train_source`` (the opened training split),
+  which they require.
   """
-  if cfg.method not in METHODS:
-    raise config_lib.ConfigError(f"method: {cfg.method!r} is not one of {METHODS}")
-  if cfg.method in supervised_config.METHODS:
-    if train_source is None:
-      raise ValueError(f"registry.setup: method {cfg.method!r} needs the opened training split")
-    supervised_config.check_labels(cfg, train_source)
-    module = supcon if cfg.method in supervised_config.HCL_METHODS else base_indi
-    nets = module.build_networks(cfg, train_source)
-    steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else len(train_source))
-    tx = optim.supervised_optimizer(cfg, steps)
-    return Setup(nets=nets, tx=tx, decoder_tx=None,
-                 init_state=functools.partial(module.create_state, cfg, nets, tx=tx), joint_steps=steps)
-  nets = ssl_common.build_networks(cfg)
-  joint_steps = config_lib.total_train_steps(cfg, num_train if num_train is not None else
-                                              config_lib.num_train_examples(cfg) or cfg.data.global_batch_size)
-  tx = optim.joint_optimizer(cfg, joint_steps)
-  decoder_tx = optim.decoder_optimizer(cfg) if cfg.method in config_lib.PERTURB_METHODS else None
-  init_state = functools.partial(_CREATE_STATE[cfg.method], cfg, nets, tx=tx, decoder_tx=decoder_tx)
-  return Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state, joint_steps=joint_steps)
+  return get(cfg.method).setup(cfg, num_train, train_source=train_source)
 
 
-def hparams(cfg: ml_collections.ConfigDict, s: Setup, num_devices: int) -> Any:
+def hparams(cfg: ml_collections.ConfigDict, s: spec.Setup, num_devices: int) -> Any:
   """The static hyper-parameters of ``cfg.method``'s step on ``num_devices`` devices."""
-  if cfg.method in supervised_config.HCL_METHODS:
-    return supcon.hparams_from_config(cfg, s.nets, num_devices)
-  if cfg.method in supervised_config.METHODS:
-    return base_indi.hparams_from_config(cfg, s.nets, num_devices)
-  return moco.hparams_from_config(cfg, num_devices, joint_steps=s.joint_steps,
-                                 pretrain_steps=pretrain_steps(cfg))
+  return get(cfg.method).hparams(cfg, s, num_devices)
 
 
 def pretrain_steps(cfg: ml_collections.ConfigDict) -> int:
-  """Decoder pre-training steps before the joint phase (Perturb-SSL only)."""
-  return cfg.perturb.decoder_pretrain_steps if cfg.method in config_lib.PERTURB_METHODS else 0
+  """Steps before the joint phase (Perturb-SSL's decoder pre-training), else 0."""
+  return get(cfg.method).pretrain_steps(cfg)
 
 
-def step_functions(cfg: ml_collections.ConfigDict, s: Setup, hp: Any):
-  """``(joint_step, decoder_pretrain_step or None)``, per device, hyper-parameters bound."""
-  joint = functools.partial(JOINT_STEPS[cfg.method], nets=s.nets, hp=hp, tx=s.tx)
+def step_functions(cfg: ml_collections.ConfigDict, s: spec.Setup, hp: Any):
+  """``(joint_step, pretrain_step or None)``, per device, hyper-parameters bound."""
+  method = get(cfg.method)
+  joint = functools.partial(method.joint_step, nets=s.nets, hp=hp, tx=s.tx)
   pretrain = None
-  if cfg.method in config_lib.PERTURB_METHODS:
-    pretrain = functools.partial(perturb_moco.decoder_pretrain_step, nets=s.nets, hp=hp,
-                                 decoder_tx=s.decoder_tx)
+  if method.pretrain_step is not None:
+    pretrain = functools.partial(method.pretrain_step, nets=s.nets, hp=hp, decoder_tx=s.decoder_tx)
   return joint, pretrain
 
 
@@ -137,10 +164,9 @@ def rngs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
   return init_rng, step_rng
 
 
-def frozen_model(cfg: ml_collections.ConfigDict, nets: Any, state: Any) -> FrozenModel:
+def frozen_model(cfg: ml_collections.ConfigDict, nets: Any, state: Any) -> spec.FrozenModel:
   """The evaluated parts of ``state`` (host or device arrays) for ``cfg.method``."""
-  super_logits = None
-  if cfg.method in supervised_config.METHODS:
-    super_logits = base_indi.super_logits_fn(nets, state)
-  return FrozenModel(encoder=nets.encoder, params=state.params["encoder"],
-                     batch_stats=state.batch_stats, super_logits=super_logits)
+  method = get(cfg.method)
+  super_logits = method.super_logits(nets, state) if method.super_logits is not None else None
+  return spec.FrozenModel(encoder=nets.encoder, params=state.params["encoder"],
+                          batch_stats=state.batch_stats, super_logits=super_logits)

@@ -19,10 +19,56 @@ import ml_collections
 import optax
 
 from fgjax.ops import losses
-from fgjax.methods import moco
+from fgjax.config import ssl as ssl_config
+from fgjax.config.fields import require
 from fgjax.methods import ssl_common as common
 
 PyTree = Any
+
+
+def _simsiam_block() -> ml_collections.ConfigDict:
+  ss = ml_collections.ConfigDict()
+  # The paper's 2048-d projector and 512-d predictor bottleneck, scaled by 1/4
+  # with the quarter-width encoder of the CPU default (the cub200 preset: 2048/512).
+  ss.proj_dim = 512
+  ss.pred_hidden_dim = 128
+  ss.fixed_predictor_lr = True  # the official recipe: no cosine decay for the predictor
+  return ss
+
+
+def _defaults(c: ml_collections.ConfigDict) -> None:
+  # SimSiam's small-image recipe (solo-learn's CIFAR config): lr 0.5 per 256 images
+  # (the paper's ImageNet 0.05 is the cub200 preset's). Measured on the default
+  # data, seed 0, 800 steps: kNN fine / super 47.4 / 78.6 % at 0.5 against
+  # 22.7 / 49.7 % at 0.05 (random init: 16.2 / 39.6 %).
+  c.optim.base_lr = 0.5
+
+
+def _cub200(c: ml_collections.ConfigDict) -> None:
+  c.simsiam.proj_dim = 2048
+  c.simsiam.pred_hidden_dim = 512
+  c.optim.base_lr = 0.05
+
+
+def _runlocal(c: ml_collections.ConfigDict) -> None:
+  c.simsiam.proj_dim = 32
+  c.simsiam.pred_hidden_dim = 8
+
+
+def _validate(cfg: ml_collections.ConfigDict) -> None:
+  require(cfg.simsiam.proj_dim >= 1 and cfg.simsiam.pred_hidden_dim >= 1, "simsiam.proj_dim",
+          "projector and predictor dims must be >= 1")
+
+
+# The ``simsiam`` block: projector and predictor sizes, the predictor's fixed learning rate.
+BLOCK = ssl_config.Block(name="simsiam", fields=_simsiam_block, defaults=_defaults, validate=_validate,
+                         presets={"cub200": _cub200, "runlocal": _runlocal})
+
+
+def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> common.SSLHParams:
+  """SimSiam's step needs only the shared settings (its block sizes the networks)."""
+  del setup
+  return common.base_hparams(cfg, num_devices)
 
 
 def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
@@ -73,7 +119,7 @@ def pair_loss(nets: common.Networks, params: PyTree, features_a: jax.Array, feat
 
 
 def simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-                 nets: common.Networks, hp: moco.MocoHParams, tx: optax.GradientTransformation
+                 nets: common.Networks, hp: common.SSLHParams, tx: optax.GradientTransformation
                  ) -> tuple[common.TrainState, dict[str, jax.Array]]:
   """One SimSiam step, per device: two aug+ views, the symmetric loss, SGD.
 
@@ -91,7 +137,28 @@ def simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax
     return jnp.mean(pair_loss(nets, params, f1, f2)), stats
 
   (loss_c, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = moco.apply_gradients(state, grads, tx)
+  params, opt_state = common.apply_gradients(state, grads, tx)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=common.mean_over_devices(new_stats))
   return new_state, common.mean_over_devices({"loss": loss_c, "loss_c": loss_c})
+
+
+def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+                  x_pos: jax.Array):
+  """``(loss(v) [N, n] -> [N], z_pos [N, d])``: SimSiam's ``D(h(g(v)), sg(g(f(x_pos))))`` per example.
+
+  For Grad-CAM pictures: projector and predictor BatchNorm over the picture
+  batch, not synchronised (no device axis outside training).
+  """
+  del cfg
+  nets = common.without_sync_bn(nets)
+  params = state.params
+  v_pos = nets.encoder.apply({"params": params["encoder"], "batch_stats": state.batch_stats},
+                             x_pos, train=False)
+  z_pos, _ = project_and_predict(nets, params, v_pos)
+  z_pos = jax.lax.stop_gradient(z_pos)
+
+  def loss(v):
+    _, p = project_and_predict(nets, params, v)
+    return losses.simsiam_loss(p1=p, z2=z_pos, p2=p, z1=z_pos)
+  return loss, z_pos

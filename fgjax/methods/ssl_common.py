@@ -6,6 +6,7 @@ Everything here is per device (called inside ``shard_map`` over ``'data'``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -13,10 +14,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from jax import lax
 
 from fgjax.ops import losses
 from fgjax.data import augment
+from fgjax import optim
+from fgjax.config import blocks as config_blocks
+from fgjax.methods import spec
 from fgjax.models import decoder as decoder_lib
 from fgjax.models import heads as heads_lib
 from fgjax.models import resnet as resnet_lib
@@ -40,13 +45,18 @@ class Networks:
 
 
 def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
-  """Encoder f, projection head g and (for Perturb-SSL) decoder h from a config."""
+  """Encoder f, the base's head (and SimSiam's predictor) and Perturb-SSL's decoder h.
+
+  Which networks a method has follows from its config blocks (the blocks are
+  the method's, ``fgjax.methods.registry``): ``simsiam`` -> projector and
+  predictor, else MoCo's projection head; ``perturb`` -> the decoder.
+  """
   m = cfg.model
   dtype = jnp.dtype(m.dtype)
   encoder = resnet_lib.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
   n = resnet_lib.feature_dim(m.encoder, m.width)
   predictor = None
-  if cfg.method in ("simsiam", "perturb_simsiam"):
+  if "simsiam" in cfg:
     # BatchNorm of projector and predictor synchronised over the data axis (SimSiam
     # uses SyncBN): statistics of the global batch, whatever the device count.
     ss = cfg.simsiam
@@ -57,11 +67,17 @@ def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
   else:
     head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim, dtype=dtype)
   decoder = None
-  if cfg.method in ("perturb_moco", "perturb_simsiam"):
+  if "perturb" in cfg:
     decoder = decoder_lib.Decoder(
         image_size=cfg.data.image_size, base_channels=m.decoder_channels,
         num_upsamples=m.decoder_upsamples, dtype=dtype)
   return Networks(encoder=encoder, head=head, decoder=decoder, predictor=predictor)
+
+
+def without_sync_bn(nets: Networks) -> Networks:
+  """SimSiam's projector/predictor outside ``shard_map`` (pictures): BN over the batch, no axis name."""
+  return dataclasses.replace(nets, head=nets.head.clone(bn_axis_name=None),
+                             predictor=nets.predictor.clone(bn_axis_name=None))
 
 
 def float32_heads(nets: Networks) -> Networks:
@@ -188,6 +204,29 @@ class ViewAugmentation:
         flip_prob=self.flip_prob, out_size=out_size)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class SSLHParams:
+  """Static hyper-parameters of an SSL step (hashable): the shared ones, and each block's own.
+
+  Attributes:
+    local_bn_groups: BatchNorm groups per device (``model.bn_groups / devices``).
+    image_size: training image side S; the host's base images may be larger
+      (``data.base_size``).
+    views: the two-view augmentation.
+    joint_start_step: steps before the joint phase (decoder pre-training), not
+      counted by the schedules.
+    moco: MoCo's (``fgjax.methods.moco.MocoHParams``), None without a ``moco`` block.
+    perturb: Perturb-SSL's (``fgjax.methods.perturb_ssl.PerturbHParams``), None
+      without a ``perturb`` block.
+  """
+  local_bn_groups: int
+  image_size: int | None = None
+  views: ViewAugmentation = ViewAugmentation()
+  joint_start_step: int = 0
+  moco: Any = None
+  perturb: Any = None
+
+
 def augmented_views(rng: jax.Array, images01: jax.Array, image_size: int | None = None,
                     views: ViewAugmentation = ViewAugmentation()) -> tuple[jax.Array, jax.Array]:
   """Two views ``x' = T1(x), x'' = T2(x)`` (normalised), ``[b, S, S, 3]`` each.
@@ -241,7 +280,7 @@ def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats:
     views = all_views[lax.dynamic_slice_in_dim(perm, me * b, b)]
   feats, new_stats = encode(nets.encoder, momentum_params["encoder"], momentum_batch_stats, views,
                             groups=groups)
-  keys = l2n(nets.head.apply({"params": momentum_params["head"]}, feats))
+  keys = losses.l2_normalize(nets.head.apply({"params": momentum_params["head"]}, feats))
   global_keys = lax.all_gather(keys, DATA_AXIS, tiled=True)
   if shuffle_bn:
     global_keys = global_keys[jnp.argsort(perm)]
@@ -249,10 +288,41 @@ def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats:
   return lax.stop_gradient(local_keys), lax.stop_gradient(global_keys), new_stats
 
 
-def l2n(x: jax.Array) -> jax.Array:
-  return losses.l2_normalize(x)
+def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation
+                    ) -> tuple[PyTree, PyTree]:
+  """Averages per-device gradients over the data axis and takes one optimizer step."""
+  grads = mean_over_devices(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates), opt_state
 
 
 def mean_over_devices(tree: PyTree) -> PyTree:
   """``lax.pmean`` over the data axis: gradients, BN statistics, metrics."""
   return lax.pmean(tree, DATA_AXIS)
+
+
+def base_hparams(cfg: ml_collections.ConfigDict, num_devices: int, *, joint_start_step: int = 0) -> SSLHParams:
+  """The shared part of an SSL step's settings (the methods add their blocks' own)."""
+  return SSLHParams(local_bn_groups=cfg.model.bn_groups // num_devices, image_size=int(cfg.data.image_size),
+                    views=ViewAugmentation.from_config(cfg.augment), joint_start_step=int(joint_start_step))
+
+
+def make_setup(create_state):
+  """The ``setup`` of an SSL method whose initial state is ``create_state(cfg, nets, rng, tx, decoder_tx)``.
+
+  ``num_train`` (the opened training split's size) sets the schedule's length
+  for data whose size the config cannot know (image folders); the state's
+  structure does not depend on it.
+  """
+  def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *, train_source: Any = None
+            ) -> spec.Setup:
+    del train_source  # SSL networks do not depend on the labels
+    nets = build_networks(cfg)
+    if num_train is None:
+      num_train = config_blocks.num_train_examples(cfg) or cfg.data.global_batch_size
+    joint_steps = config_blocks.total_train_steps(cfg, num_train)
+    tx = optim.joint_optimizer(cfg, joint_steps)
+    decoder_tx = optim.decoder_optimizer(cfg) if nets.decoder is not None else None
+    init_state = functools.partial(create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx)
+    return spec.Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state, joint_steps=joint_steps)
+  return setup

@@ -89,8 +89,10 @@ def build_networks(cfg: ml_collections.ConfigDict, train_source: Any) -> Network
 
 
 def hparams_from_config(cfg: ml_collections.ConfigDict, nets: Networks, num_devices: int) -> HParams:
+  """The step's settings; CE has no ``supcon`` block (its loss has no temperature)."""
   del nets
-  s = cfg.supcon
+  s = cfg.get("supcon") or ml_collections.ConfigDict(
+      {"temperature": 0.07, "base_temperature": 0.07, "contrast_mode": "all", "soft_weight": 0.5})
   return HParams(method=cfg.method, image_size=int(cfg.data.image_size),
                  local_bn_groups=max(1, cfg.model.bn_groups // num_devices),
                  crop_scale=(float(cfg.augment.scale[0]), float(cfg.augment.scale[1])),
@@ -177,3 +179,7 @@ def supcon_step(state: State, batch: dict[str, jax.Array], rng: jax.Array, *,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                        batch_stats=new_stats, opt_state=opt_state), metrics
+
+
+def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> HParams:
+  return hparams_from_config(cfg, setup.nets, num_devices)

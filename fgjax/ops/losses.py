@@ -194,3 +194,16 @@ def simsiam_loss(
   return 0.5 * (
       _negative_cosine(p1, jax.lax.stop_gradient(z2))
       + _negative_cosine(p2, jax.lax.stop_gradient(z1)))
+
+
+def reconstruction_loss(x: jax.Array, x_hat: jax.Array) -> jax.Array:
+  """L_R of Perturb-SSL (Eq. 2): the mean squared error ``mean((x - x_hat)^2)`` over every element.
+
+  Args:
+    x: ``[b, H, W, 3]`` normalised clean images (the target).
+    x_hat: ``[b, H, W, 3]`` the decoder's reconstructions ``h(f(x))``.
+
+  Returns:
+    a scalar (the mean over the batch, pixels and channels).
+  """
+  return jnp.mean(jnp.square(x - x_hat))

@@ -25,7 +25,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from fgjax import config_lib
+from fgjax.config.fields import check_known_fields
+from fgjax.config.fields import require
+from fgjax.errors import ConfigError
 from fgjax.evaluate import features as features_lib
 from fgjax.data import pipeline
 from fgjax.methods import registry
@@ -64,24 +66,24 @@ def pictures_config() -> ml_collections.ConfigDict:
 
 def validate_block(p: ml_collections.ConfigDict, prefix: str = "pictures") -> list[str]:
   """Checks a ``pictures`` block; returns the requested pictures ([] for 'auto')."""
-  config_lib.check_known_fields(p, pictures_block(), prefix=prefix + ".")
+  check_known_fields(p, pictures_block(), prefix=prefix + ".")
   which = [w.strip() for w in str(p.which).split(",") if w.strip()]
   if which != ["auto"]:
     unknown = [w for w in which if w not in PICTURES]
-    config_lib.require(which and not unknown, f"{prefix}.which",
+    require(which and not unknown, f"{prefix}.which",
                        f"expected 'auto' or a comma list of {PICTURES}, got {p.which!r}")
   for field in ("num_images", "retrieval_queries", "retrieval_k", "batch_size"):
-    config_lib.require(p[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {p[field]}")
-  config_lib.require(p.tsne_max_points >= 4, f"{prefix}.tsne_max_points", f"must be >= 4, got {p.tsne_max_points}")
-  config_lib.require(1 <= p.attention_stage <= 4, f"{prefix}.attention_stage",
+    require(p[field] >= 1, f"{prefix}.{field}", f"must be >= 1, got {p[field]}")
+  require(p.tsne_max_points >= 4, f"{prefix}.tsne_max_points", f"must be >= 4, got {p.tsne_max_points}")
+  require(1 <= p.attention_stage <= 4, f"{prefix}.attention_stage",
                      f"must be a ResNet stage in [1, 4], got {p.attention_stage}")
   return [] if which == ["auto"] else which
 
 
 def validate(cfg: ml_collections.ConfigDict) -> list[str]:
-  config_lib.check_known_fields(cfg, pictures_config())
+  check_known_fields(cfg, pictures_config())
   if not cfg.workdir:
-    raise config_lib.ConfigError("config field 'workdir': give the run to draw, "
+    raise ConfigError("config field 'workdir': give the run to draw, "
                                  "e.g. --config.workdir=runs/perturb_moco")
   return validate_block(cfg.pictures)
 
@@ -89,9 +91,10 @@ def validate(cfg: ml_collections.ConfigDict) -> list[str]:
 def applicable(run: views.Run) -> list[str]:
   """The pictures that a run's method and encoder allow."""
   out = []
-  if run.cfg.method in config_lib.SSL_METHODS and run.is_resnet:
+  method = registry.get(run.cfg.method)
+  if method.features_loss is not None and run.is_resnet:
     out.append("gradcam")
-  if run.cfg.method in config_lib.PERTURB_METHODS:
+  if method.has_decoder:
     out.append("pairs")
   out.append("feature_dims")
   if run.is_resnet:
@@ -287,7 +290,7 @@ def make_pictures(cfg: ml_collections.ConfigDict) -> dict[str, str]:
   """``configs/pictures.py``: restores the run(s), draws, links the PNGs from results.md.
 
   Raises:
-    config_lib.ConfigError: a bad field.
+    ConfigError: a bad field.
     PicturesError: a picture that does not apply, runs on different data,
       matplotlib missing.
     checkpoint_eval.EvaluationError: a run or checkpoint that cannot be read.

@@ -16,17 +16,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgjax import config_lib
 from fgjax.ops import gradcam as gradcam_lib
-from fgjax.ops import losses
 from fgjax.ops import perturb as perturb_lib
 from fgjax.ops import spatial_attention
 from fgjax.data import augment
 from fgjax.data import pipeline
-from fgjax.methods import perturb_moco
-from fgjax.methods import perturb_simsiam
 from fgjax.methods import registry
-from fgjax.methods import simsiam
 from fgjax.methods import ssl_common
 from fgjax.pictures.draw import PicturesError
 
@@ -103,12 +98,6 @@ def _feature_map(run: Run, x: jax.Array, params: Any) -> jax.Array:
   return fmap
 
 
-def _no_sync_bn(nets: ssl_common.Networks) -> ssl_common.Networks:
-  """SimSiam's projector/predictor outside shard_map: BN over the picture batch, no axis name."""
-  return dataclasses.replace(nets, head=nets.head.clone(bn_axis_name=None),
-                             predictor=nets.predictor.clone(bn_axis_name=None))
-
-
 def _positive_view(run: Run, x01: jax.Array, seed: int) -> jax.Array:
   """``x'' = T(x)``: one seeded view per image (normalised) with the run's own augmentation
   (its ``augment`` block), the positive of Eq. 3."""
@@ -119,40 +108,14 @@ def _positive_view(run: Run, x01: jax.Array, seed: int) -> jax.Array:
   return augment.normalize(views)
 
 
-def _moco_targets(run: Run, x_pos: jax.Array) -> jax.Array:
-  """Keys ``k = normalize(g_k(f_k(x'')))`` of the momentum network, eval-mode BN."""
-  m = run.state.momentum_params
-  feats = run.nets.encoder.apply({"params": m["encoder"], "batch_stats": run.state.momentum_batch_stats},
-                                 x_pos, train=False)
-  return losses.l2_normalize(run.nets.head.apply({"params": m["head"]}, feats))
-
-
 def ssl_loss_of_features(run: Run, x_pos: jax.Array):
-  """``(per-example SSL loss of pooled features v [N, n] -> [N], targets)`` for the run's base.
+  """``(per-example SSL loss of pooled features v [N, n] -> [N], targets)`` for the run's method.
 
-  MoCo v2: InfoNCE of ``g(v)`` against its key ``g_k(f_k(x''))`` and the
-  queue. SimSiam: ``D(h(g(v)), sg(g(f(x''))))`` (projector/predictor BN over
-  the picture batch). The losses are float32 whatever the compute dtype.
+  The method's own ``features_loss`` (``fgjax.methods.spec.Method``): MoCo's
+  InfoNCE against the momentum key of ``x_pos`` and the queue, SimSiam's
+  ``D(h(g(v)), sg(g(f(x_pos))))``; float32 whatever the compute dtype.
   """
-  params = run.state.params
-  if run.cfg.method in ("moco", "perturb_moco"):
-    keys = _moco_targets(run, x_pos)
-
-    def loss(v):
-      q = losses.l2_normalize(run.nets.head.apply({"params": params["head"]}, v))
-      return losses.infonce_with_queue(query=q, key=keys, queue=run.state.queue,
-                                       temperature=run.cfg.moco.temperature)
-    return loss, keys
-  nets = _no_sync_bn(run.nets)
-  v_pos = run.nets.encoder.apply({"params": params["encoder"], "batch_stats": run.state.batch_stats},
-                                 x_pos, train=False)
-  z_pos, _ = simsiam.project_and_predict(nets, params, v_pos)
-  z_pos = jax.lax.stop_gradient(z_pos)
-
-  def loss(v):
-    _, p = simsiam.project_and_predict(nets, params, v)
-    return losses.simsiam_loss(p1=p, z2=z_pos, p2=p, z1=z_pos)
-  return loss, z_pos
+  return registry.get(run.cfg.method).features_loss(run.nets, run.state, run.cfg, x_pos)
 
 
 def gradcam_maps(run: Run, images: np.ndarray, *, seed: int) -> np.ndarray:
@@ -161,7 +124,7 @@ def gradcam_maps(run: Run, images: np.ndarray, *, seed: int) -> np.ndarray:
   The score is ``-L_C``: regions that help the image match its positive
   ``x''`` (a seeded aug+ view, as in Eq. 3) against the negatives.
   """
-  if run.cfg.method not in config_lib.SSL_METHODS or not run.is_resnet:
+  if registry.get(run.cfg.method).features_loss is None or not run.is_resnet:
     raise PicturesError(f"gradcam: needs an SSL run with a ResNet encoder, {run.label} is "
                         f"{run.cfg.method} with {run.cfg.model.encoder}")
 
@@ -186,7 +149,8 @@ def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.
   positive view, the variance of the run's memory bank, its eps_g, eps_var and
   kappa, and the ablation toggles of its config.
   """
-  if run.cfg.method not in config_lib.PERTURB_METHODS:
+  method = registry.get(run.cfg.method)
+  if not method.has_decoder:
     raise PicturesError(f"pairs: needs a Perturb-SSL run (with a decoder), {run.label} is {run.cfg.method}")
   count = int(run.state.bank_count)
   if count < 2:
@@ -202,11 +166,7 @@ def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.
     x_pos = _positive_view(r, images.astype(jnp.float32) / 255.0, seed)
     v = r.nets.encoder.apply({"params": params["encoder"], "batch_stats": state.batch_stats}, x, train=False)
     _, targets = ssl_loss_of_features(r, x_pos)
-    if r.cfg.method == "perturb_moco":
-      eta = perturb_moco.gradcam_scores(r.nets.head, params["head"], v, targets, state.queue,
-                                        r.cfg.moco.temperature)
-    else:
-      eta = perturb_simsiam.gradcam_scores(_no_sync_bn(r.nets), params, v, targets)
+    eta = method.gradcam_scores(r.nets, state, r.cfg, v, targets)
     s = perturb_lib.feature_bank_variance(state.feature_bank, num_valid_rows=state.bank_count)
     v_p, _ = perturb_lib.perturb_features(
         jax.random.PRNGKey(seed), v, gradcam_scores=eta, bank_variance=s, eps_g=p.eps_g,
@@ -227,7 +187,7 @@ def bank_variance(run: Run, train_features: Callable[[], np.ndarray]) -> tuple[n
   over the training split). Returns ``(s, what the bank was)``.
   """
   state = run.state
-  count = int(state.bank_count) if run.cfg.method in config_lib.PERTURB_METHODS else 0
+  count = int(state.bank_count) if registry.get(run.cfg.method).has_decoder else 0
   if count >= 2:
     return np.asarray(perturb_lib.feature_bank_variance(jnp.asarray(state.feature_bank),
                                                         num_valid_rows=count)), f"memory bank ({count} rows)"

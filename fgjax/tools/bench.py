@@ -46,12 +46,11 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-BENCH_METHODS = ("moco", "perturb_moco", "simsiam", "perturb_simsiam")
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "SSL config (its method is replaced by --methods).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "SSL config; each method of --methods gets its own "
+                                          "config with the same preset and overrides.", lock_config=True)
 _METHODS = flags.DEFINE_list("methods", ["moco", "perturb_moco", "simsiam"],
-                             f"Steps to time, any of {BENCH_METHODS}.")
+                             "Steps to time: methods whose table entry says benchmark=True "
+                             "(moco, perturb_moco, simsiam, perturb_simsiam).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per method (median reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compilation.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 0, "Side of the square matmul of the ceiling "
@@ -138,7 +137,34 @@ def _xla_flops(compiled, lowered) -> float:
   return float("nan")
 
 
-def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None,
+def config_for(cfg, method: str, preset: str | None = None):
+  """``method``'s config with ``preset`` and every field in which ``cfg`` differs from its own preset.
+
+  Each method has its own schema (a MoCo config has no ``perturb`` block), so
+  the benchmark builds each method's config and carries over what the user
+  changed (``--config.x=y``) wherever that method has the field.
+  """
+  from fgjax.config.fields import flatten
+  from fgjax.errors import ConfigError
+  from fgjax.methods import registry
+
+  benchable = registry.names(benchmark=True)
+  if method not in benchable:
+    raise ConfigError(f"--methods: {method!r} is not one of {benchable}")
+  given, base = flatten(cfg), flatten(registry.config(cfg.method, preset))
+  target = registry.config(method, preset)
+  known = flatten(target)
+  for path, value in given.items():
+    if path in known and path != "method" and base.get(path) != value:
+      *blocks, field = path.split(".")
+      node = target
+      for b in blocks:
+        node = node[b]
+      node[field] = value
+  return target
+
+
+def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None, preset: str | None = None,
               profile_dir: str | None = None) -> dict[str, float]:
   """Compiles and times the training step of ``method`` under the config's data/model/batch/dtype.
 
@@ -151,18 +177,13 @@ def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None,
   """
   import jax
 
-  from fgjax import config_lib
   from fgjax.infra import parallel
   from fgjax.infra import precision
   from fgjax.methods import registry
 
-  if method not in BENCH_METHODS:
-    raise config_lib.ConfigError(f"--methods: {method!r} is not one of {BENCH_METHODS}")
-  cfg = cfg.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.method = method
+  cfg = config_for(cfg, method, preset)
   mesh = parallel.make_mesh(devices)
-  config_lib.validate(cfg, num_devices=mesh.size)
+  registry.validate(cfg, num_devices=mesh.size)
   precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
   setup = registry.setup(cfg)
   hp = registry.hparams(cfg, setup, mesh.size)
@@ -203,8 +224,12 @@ def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None,
 
 
 def run(cfg, methods, *, steps: int, warmup: int, matmul_size: int = 0, devices=None,
-        profile_dir: str | None = None) -> dict[str, Any]:
-  """The ceiling, then every method's step; returns the results dict (see the module docstring)."""
+        profile_dir: str | None = None, preset: str | None = None) -> dict[str, Any]:
+  """The ceiling, then every method's step; returns the results dict (see the module docstring).
+
+  ``preset``: the one ``cfg`` was built with (each method's config is built
+  with it, see :func:`config_for`).
+  """
   import jax
 
   devices = list(jax.devices() if devices is None else devices)
@@ -219,7 +244,8 @@ def run(cfg, methods, *, steps: int, warmup: int, matmul_size: int = 0, devices=
                 f"global batch {cfg.data.global_batch_size}, {cfg.data.image_size} px, {dtype}",
       "methods": list(methods)}
   for method in methods:
-    r = time_step(cfg, method, steps=steps, warmup=warmup, devices=devices, profile_dir=profile_dir)
+    r = time_step(cfg, method, steps=steps, warmup=warmup, devices=devices, profile_dir=profile_dir,
+                  preset=preset)
     r["mfu"] = r["achieved_tflops"] / (ceiling_tflops * len(devices))
     results[method] = r
   if "moco" in results and "perturb_moco" in results:
@@ -249,12 +275,14 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv):
   del argv
-  from fgjax import config_lib
+  from fgjax.errors import ConfigError
 
+  argument = flags.FLAGS["config"].config_filename  # 'configs/x.py[:preset]'
+  preset = argument.split(":", 1)[1] if ":" in argument else None
   try:
     results = run(_CONFIG.value, _METHODS.value, steps=_STEPS.value, warmup=_WARMUP.value,
-                  matmul_size=_MATMUL.value, profile_dir=_PROFILE.value)
-  except config_lib.ConfigError as e:
+                  matmul_size=_MATMUL.value, profile_dir=_PROFILE.value, preset=preset)
+  except ConfigError as e:
     print(f"fgjax.tools.bench: error: {e}", file=sys.stderr)
     sys.exit(2)
   print(format_table(results))

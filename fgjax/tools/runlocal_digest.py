@@ -38,8 +38,9 @@ RUNS = (
     ("class_attentive", "configs/class_attentive.py:runlocal"),
     ("class_attentive_siamese", "configs/class_attentive.py:siamese,runlocal"),
 )
-# Wall-clock entries of results.json's "run" section: they differ between any two runs.
-TIMING_KEYS = ("wall time s", "data wait")
+# Entries of results.json that differ between any two runs of the same code: wall
+# clock, when an evaluation ran, and where the run lives.
+TIMING_KEYS = ("wall time s", "data wait", "evaluated", "workdir", "total_seconds", "train_seconds")
 
 
 def _strip_timing(obj):
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
   parser.add_argument("--runs", default="/tmp/runlocal_digest", help="the runs' parent folder")
   parser.add_argument("--compare", help="digests of an earlier run of this tool")
   parser.add_argument("--only", default="", help="comma-separated names of RUNS to do")
+  parser.add_argument("--no_run", action="store_true", help="digest the runs already in --runs")
   args = parser.parse_args(argv)
   only = {n for n in args.only.split(",") if n}
   digests = {}
@@ -91,12 +93,13 @@ def main(argv=None) -> int:
     if only and name not in only:
       continue
     workdir = os.path.join(args.runs, name)
-    subprocess.run(["rm", "-rf", workdir], check=True)
-    _run([f"--config={config}", f"--workdir={workdir}"])
-    if name == "moco":
-      _run(["--config=configs/evaluate.py:runlocal", f"--config.workdir={workdir}"])
-    if name in ("perturb_moco", "base_indi"):
-      _run(["--config=configs/pictures.py:runlocal", f"--config.workdir={workdir}"])
+    if not args.no_run:
+      subprocess.run(["rm", "-rf", workdir], check=True)
+      _run([f"--config={config}", f"--workdir={workdir}"])
+      if name == "moco":
+        _run(["--config=configs/evaluate.py:runlocal", f"--config.workdir={workdir}"])
+      if name in ("perturb_moco", "base_indi"):
+        _run(["--config=configs/pictures.py:runlocal", f"--config.workdir={workdir}"])
     digests[name] = digest_workdir(workdir)
     print(name, digests[name], flush=True)
   with open(args.out, "w") as f:

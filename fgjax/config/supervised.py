@@ -1,4 +1,4 @@
-"""Configuration schema, presets and validation of the supervised methods (seed B).
+"""The schemas of the supervised methods: Base-Indi (seed B) and CE / SupCon / HCL (seed H).
 
 Seed B (Base-Indi, "Representation Learning with Fine-grained Patterns"): a
 ResNet f with linear heads trained by cross-entropy on one or two label levels.
@@ -43,7 +43,12 @@ from typing import Any
 
 import ml_collections
 
-from fgjax import config_lib
+from fgjax.config import blocks as shared
+from fgjax.config.fields import apply_presets
+from fgjax.config.fields import check_known_fields
+from fgjax.config.fields import require
+from fgjax.config.fields import require_positive
+from fgjax.errors import ConfigError
 
 BASE_INDI_METHODS = ("base", "fine", "indi", "base_indi", "base_indi_eff")
 HCL_METHODS = ("ce", "supcon", "hcl")  # seed H
@@ -52,15 +57,15 @@ OPTIMIZERS = ("sgd", "adamw")
 # Which heads each objective trains (the evaluation uses the super head when present).
 SUPER_HEAD_METHODS = ("base", "base_indi", "base_indi_eff")
 INSTANCE_METHODS = ("indi", "base_indi", "base_indi_eff")
+WEIGHTED_INSTANCE_METHODS = ("base_indi", "base_indi_eff")  # those with the base_indi block (lambda_I)
 CROPS = ("pad", "resized")
 SCHEDULES = ("step", "cosine", "constant")
 
-ConfigError = config_lib.ConfigError
-require = config_lib.require
 
 
 def base_indi_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
   """The config of a seed-B objective (one of ``BASE_INDI_METHODS``) with presets applied."""
+  method = _objective_of(preset, method, _OBJECTIVES)
   if method not in BASE_INDI_METHODS:
     raise ConfigError(f"method={method!r}: expected one of {BASE_INDI_METHODS}")
   c = ml_collections.ConfigDict()
@@ -68,7 +73,7 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   c.seed = 0
   c.workdir = ""
 
-  c.data = config_lib.data_config()
+  c.data = shared.data_config()
   # The paper's synthetic set has 32 super-classes (big patches) and 128 fine
   # classes (small patches); ours nests 4 fine classes in each super-class.
   c.data.num_super = 32
@@ -91,15 +96,16 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   c.augment.scale = (0.08, 1.0)
   c.augment.flip = True
 
-  c.base_indi = ml_collections.ConfigDict()
-  # lambda_I of Eqs. 4-5. The paper gives no value; 1 weighs both terms alike.
-  c.base_indi.instance_weight = 1.0
-  # base_indi_eff: images per super-class and device that the grouped O(d n_b)
-  # computation holds (0 = auto: the largest super-class's expected count + 3
-  # standard deviations, rounded up to 8). A batch with more images of one
-  # super-class than this takes the exact masked O(d n) path for that step
-  # (counted as metric `instance_overflow`), so the loss never changes.
-  c.base_indi.group_capacity = 0
+  if method in WEIGHTED_INSTANCE_METHODS:  # base, fine and indi have no lambda_I
+    c.base_indi = ml_collections.ConfigDict()
+    # lambda_I of Eqs. 4-5. The paper gives no value; 1 weighs both terms alike.
+    c.base_indi.instance_weight = 1.0
+    # base_indi_eff: images per super-class and device that the grouped O(d n_b)
+    # computation holds (0 = auto: the largest super-class's expected count + 3
+    # standard deviations, rounded up to 8). A batch with more images of one
+    # super-class than this takes the exact masked O(d n) path for that step
+    # (counted as metric `instance_overflow`), so the loss never changes.
+    c.base_indi.group_capacity = 0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.base_lr = 0.1  # per lr_batch_base images (the paper: 0.1 at batch 256)
@@ -114,11 +120,11 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   c.optim.warmup_steps = 0
   c.optim.num_epochs = 30.0
 
-  c.train = config_lib.train_config()
+  c.train = shared.train_config()
   c.train.log_every = 16
   c.train.checkpoint_every = 80
 
-  c.eval = config_lib.eval_config()
+  c.eval = shared.eval_config()
   # The learning curve (knn_curve.png): every 3 epochs; the retrieval metrics at
   # the end are seed B's protocol.
   c.eval.knn_every = 24
@@ -127,10 +133,7 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   c.eval.probe_fractions = (1.0,)
   c.eval.random_init_baseline = True  # the same encoder untrained: did it learn?
 
-  for name in config_lib.split_presets(preset, _PRESET_FNS, exclusive=_EXCLUSIVE_PRESETS,
-                                      undone_by=_UNDONE_BY):
-    _PRESET_FNS[name](c)
-  return c
+  return apply_presets(c, preset, _PRESET_FNS, exclusive=_EXCLUSIVE_PRESETS, undone_by=_UNDONE_BY)
 
 
 def _preset_cifar100(c: ml_collections.ConfigDict) -> None:
@@ -205,11 +208,23 @@ def _objective(name: str):
   return set_method
 
 
+def _objective_of(preset: str | None, method: str, objectives: dict[str, str]) -> str:
+  """The method an objective preset (``configs/base_indi.py:eff``) chooses, else ``method``.
+
+  The schema depends on the method (``base`` has no ``base_indi`` block), so
+  the objective is known before the config is built; the preset itself still
+  runs in its place (and two objectives are refused there).
+  """
+  chosen = [objectives[p.strip()] for p in (preset or "").split(",") if p.strip() in objectives]
+  return chosen[-1] if chosen else method
+
+
 _PRESET_FNS = {"cifar100": _preset_cifar100, "stanford_online_products": _preset_sop,
                "runlocal": _preset_runlocal,
                # objectives as presets: configs/base_indi.py:base, :fine, :indi, :eff
                "base": _objective("base"), "fine": _objective("fine"), "indi": _objective("indi"),
                "eff": _objective("base_indi_eff"), "base_indi": _objective("base_indi")}
+_OBJECTIVES = {"base": "base", "fine": "fine", "indi": "indi", "eff": "base_indi_eff", "base_indi": "base_indi"}
 _EXCLUSIVE_PRESETS = {"data set": ("cifar100", "stanford_online_products"),
                       "objective": ("base", "fine", "indi", "eff", "base_indi")}
 _UNDONE_BY = {"runlocal": ("cifar100", "stanford_online_products")}
@@ -227,6 +242,7 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   The default: quarter-width ResNet-18 on the embedded two-level *hierarchy*
   data (``fgjax.data.hierarchy``: genus = super-class, species = fine class).
   """
+  method = _objective_of(preset, method, _HCL_OBJECTIVES)
   if method not in HCL_METHODS:
     raise ConfigError(f"method={method!r}: expected one of {HCL_METHODS}")
   c = ml_collections.ConfigDict()
@@ -234,7 +250,7 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.seed = 0
   c.workdir = ""
 
-  c.data = config_lib.data_config()
+  c.data = shared.data_config()
   c.data.name = "hierarchy"
   c.data.num_super = 6  # genera (DF20-Mini has 6)
   c.data.fine_per_super = 6  # species per genus
@@ -247,18 +263,20 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.model.cifar_stem = True  # ResNet only
   c.model.dtype = "float32"
   c.model.bn_groups = 0  # 0 = one BatchNorm group per device (ResNet only)
-  c.model.head_hidden_dim = 0  # SupCon head n-n-128 (0: n, the encoder's width)
-  c.model.proj_dim = 128
+  if method != "ce":  # CE trains a linear classifier, no projection head
+    c.model.head_hidden_dim = 0  # SupCon head n-n-128 (0: n, the encoder's width)
+    c.model.proj_dim = 128
 
   c.augment = ml_collections.ConfigDict()
   c.augment.scale = (0.2, 1.0)  # RandomResizedCrop area (SupCon's)
 
-  # SupCon as in its official code; HCL's soft-positive weight.
-  c.supcon = ml_collections.ConfigDict()
-  c.supcon.temperature = 0.07
-  c.supcon.base_temperature = 0.07
-  c.supcon.contrast_mode = "all"
-  c.supcon.soft_weight = 0.5  # HCL: weight of same-genus / other-species pairs, in (0, 1)
+  if method != "ce":
+    # SupCon as in its official code; HCL's soft-positive weight.
+    c.supcon = ml_collections.ConfigDict()
+    c.supcon.temperature = 0.07
+    c.supcon.base_temperature = 0.07
+    c.supcon.contrast_mode = "all"
+    c.supcon.soft_weight = 0.5  # HCL: weight of same-genus / other-species pairs, in (0, 1)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.optimizer = "sgd"  # 'sgd' (momentum, coupled weight decay) or 'adamw'
@@ -274,20 +292,17 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   # the earlier default, stopped at 64 % while it was still rising; docs/recipes.md).
   c.optim.num_epochs = 50.0
 
-  c.train = config_lib.train_config()
+  c.train = shared.train_config()
   c.train.log_every = 9
   c.train.checkpoint_every = 90
 
-  c.eval = config_lib.eval_config()
+  c.eval = shared.eval_config()
   c.eval.knn_every = 45  # every 5 epochs: the learning curve (knn_curve.png)
   c.eval.outlier_level = "super"  # the seed's measure: nearest-centroid outliers at genus level
   c.eval.probe_fractions = (1.0,)
   c.eval.random_init_baseline = True  # the same encoder untrained: did it learn?
 
-  for name in config_lib.split_presets(preset, _HCL_PRESET_FNS, exclusive=_HCL_EXCLUSIVE_PRESETS,
-                                      undone_by=_HCL_UNDONE_BY):
-    _HCL_PRESET_FNS[name](c)
-  return c
+  return apply_presets(c, preset, _HCL_PRESET_FNS, exclusive=_HCL_EXCLUSIVE_PRESETS, undone_by=_HCL_UNDONE_BY)
 
 
 def _preset_vit(c: ml_collections.ConfigDict) -> None:
@@ -328,7 +343,8 @@ def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
   c.data.global_batch_size = 8
   c.data.base_size = 0
   c.model.width = 4
-  c.model.proj_dim = 8
+  if "proj_dim" in c.model:
+    c.model.proj_dim = 8
   c.optim.num_epochs = 2.0
   c.optim.warmup_steps = 0
   c.train.log_every = 1
@@ -343,8 +359,13 @@ def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
 
 _HCL_PRESET_FNS = {"vit": _preset_vit, "df20_mini": _preset_df20_mini, "runlocal": _preset_hcl_runlocal,
                    "ce": _objective("ce"), "supcon": _objective("supcon"), "hcl": _objective("hcl")}
+_HCL_OBJECTIVES = {"ce": "ce", "supcon": "supcon", "hcl": "hcl"}
 _HCL_EXCLUSIVE_PRESETS = {"model": ("vit", "df20_mini"), "objective": ("ce", "supcon", "hcl")}
 _HCL_UNDONE_BY = {"runlocal": ("df20_mini", "vit")}
+
+
+BASE_INDI_PRESETS = tuple(_PRESET_FNS)
+HCL_PRESETS = tuple(_HCL_PRESET_FNS)
 
 
 def config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
@@ -357,17 +378,17 @@ def config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
 def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
   """Checks a supervised config; ConfigError names the field."""
   require(cfg.get("method") in METHODS, "method", f"expected one of {METHODS}, got {cfg.get('method')!r}")
-  config_lib.check_known_fields(cfg, config(cfg.method))
-  config_lib.validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
+  check_known_fields(cfg, config(cfg.method))
+  shared.validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
   d, m, a, o = cfg.data, cfg.model, cfg.augment, cfg.optim
   gb = d.global_batch_size
-  encoders = config_lib.ENCODERS
+  encoders = shared.ENCODERS
   if cfg.method in HCL_METHODS:
     from fgjax.models import vit
     encoders = encoders + vit.vit_names()
   require(m.encoder in encoders, "model.encoder", f"expected one of {encoders}, got {m.encoder!r}")
   require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
-  require(m.dtype in config_lib.DTYPES, "model.dtype", f"expected one of {config_lib.DTYPES}, got {m.dtype!r}")
+  require(m.dtype in shared.DTYPES, "model.dtype", f"expected one of {shared.DTYPES}, got {m.dtype!r}")
   require(m.bn_groups == 0 or m.bn_groups % num_devices == 0, "model.bn_groups",
           f"{m.bn_groups} must be 0 (one group per device) or a multiple of the device count {num_devices}")
   groups = m.bn_groups or num_devices
@@ -381,26 +402,28 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
     require(a.crop != "pad" or d.base_size in (0, d.image_size), "augment.crop",
             f"'pad' crops image_size from the padded training image; data.base_size={d.base_size} "
             "would change its size (use crop='resized')")
-    bi = cfg.base_indi
-    config_lib.require_positive(bi.instance_weight, "base_indi.instance_weight")
-    require(bi.group_capacity >= 0, "base_indi.group_capacity",
-            f"must be >= 0 (0 = auto), got {bi.group_capacity}")
+    if "base_indi" in cfg:
+      bi = cfg.base_indi
+      require_positive(bi.instance_weight, "base_indi.instance_weight")
+      require(bi.group_capacity >= 0, "base_indi.group_capacity",
+              f"must be >= 0 (0 = auto), got {bi.group_capacity}")
   else:
+    require(o.optimizer in OPTIMIZERS, "optim.optimizer", f"expected one of {OPTIMIZERS}, got {o.optimizer!r}")
+  if "supcon" in cfg:
     from fgjax.ops import contrastive_losses
+    require(m.proj_dim >= 1 and m.head_hidden_dim >= 0, "model.proj_dim", "head sizes must be >= 1")
     s = cfg.supcon
-    config_lib.require_positive(s.temperature, "supcon.temperature")
-    config_lib.require_positive(s.base_temperature, "supcon.base_temperature")
+    require_positive(s.temperature, "supcon.temperature")
+    require_positive(s.base_temperature, "supcon.base_temperature")
     require(s.contrast_mode in contrastive_losses.CONTRAST_MODES, "supcon.contrast_mode",
             f"expected one of {contrastive_losses.CONTRAST_MODES}, got {s.contrast_mode!r}")
     require(0 < s.soft_weight < 1, "supcon.soft_weight", f"must be in (0, 1), got {s.soft_weight}")
-    require(m.proj_dim >= 1 and m.head_hidden_dim >= 0, "model.proj_dim", "head sizes must be >= 1")
-    require(o.optimizer in OPTIMIZERS, "optim.optimizer", f"expected one of {OPTIMIZERS}, got {o.optimizer!r}")
   require(o.schedule in SCHEDULES, "optim.schedule", f"expected one of {SCHEDULES}, got {o.schedule!r}")
   require(all(0 < float(f) < 1 for f in o.decay_at) and list(o.decay_at) == sorted(o.decay_at),
           "optim.decay_at", f"must be increasing fractions of training in (0, 1), got {tuple(o.decay_at)}")
   require(0 < o.decay_factor <= 1, "optim.decay_factor", f"must be in (0, 1], got {o.decay_factor}")
-  config_lib.validate_optim_and_loop(cfg)
-  config_lib.validate_eval(cfg.eval)
+  shared.validate_optim_and_loop(cfg)
+  shared.validate_eval(cfg.eval)
 
 
 def check_labels(cfg: ml_collections.ConfigDict, train_source: Any) -> None:
