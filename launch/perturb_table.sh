@@ -12,7 +12,10 @@
 set -euo pipefail
 . "$(dirname "$0")/table_runs.sh"
 seeds=${1:-3}; runs=${2:-runs/table}; shift $(( $# > 2 ? 2 : $# )) || true
-compare=(--config.optim.num_epochs=4 --config.perturb.decoder_pretrain_steps=20 --config.eval.knn_every=0)
+compare=(--config.optim.num_epochs=4 --config.eval.knn_every=0)
+# Only the Perturb runs have a decoder: MoCo's and SimSiam's configs have no perturb block and
+# refuse the field.
+perturb_compare=(--config.perturb.decoder_pretrain_steps=20)
 runs_list=(
   "moco:configs/moco.py"
   "perturb_moco:configs/perturb_moco.py"
@@ -28,6 +31,9 @@ for seed in $(seq 0 $((seeds - 1))); do
   for entry in "${runs_list[@]}"; do
     name=${entry%%:*}; config=${entry#*:}
     extra=()
+    if [[ "${name}" != moco && "${name}" != simsiam ]]; then
+      extra+=("${perturb_compare[@]}")
+    fi
     if [[ "${name}" != moco || "${seed}" != 0 ]]; then
       extra+=(--config.eval.random_init_baseline=False)  # the floor once is enough
     fi
