@@ -28,7 +28,7 @@ from typing import Any
 
 from fgjax.evaluate import curves
 from fgjax.evaluate import report
-from fgjax.tools.tables import mean_std
+from fgjax.evaluate.stats import mean_std
 
 _RUN = re.compile(r"^(?P<name>.+)_seed(?P<seed>\d+)$")
 

@@ -22,23 +22,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import statistics
 import sys
 from typing import Any, Callable, Sequence
 
-
-def mean_std(values: Sequence[float], digits: int = 2, scale: float = 1, empty: str = "-") -> str:
-  """``'m.mm ± s.ss'`` of ``scale * values`` (sample std); one value: ``'m.mm'``; none: ``empty``."""
-  values = [scale * v for v in values]
-  if not values:
-    return empty
-  nan = any(math.isnan(v) for v in values)  # statistics.stdev raises on NaN (Python 3.11): show it instead
-  text = f"{math.nan if nan else statistics.mean(values):.{digits}f}"
-  if len(values) > 1:
-    text += f" ± {math.nan if nan else statistics.stdev(values):.{digits}f}"
-  return text
+from fgjax.evaluate import learning_table as learning
+from fgjax.evaluate.stats import mean_std
 
 
 def _read(path: str) -> dict[str, Any]:
@@ -279,7 +269,6 @@ def learning_table(runs_dir: str, curves: str | None = None) -> str:
   Raises:
     FileNotFoundError: no finished run under ``runs_dir``.
   """
-  from fgjax.evaluate import learning_table as learning  # imported here: it imports mean_std from this module
 
   runs = learning.find_runs(runs_dir) if os.path.isdir(runs_dir) else {}
   if not runs:
