@@ -9,7 +9,9 @@ cause, which ``fgjax.main`` prints as one ``fgjax: error:`` line.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 
 import ml_collections
 from absl import flags
@@ -102,3 +104,40 @@ class CheckedConfigFileParser(flags.ArgumentParser):
       raise ConfigLoadError(f"cannot load --config {path}: get_config() returned "
                              f"{type(config).__name__}, not a ConfigDict")
     return config
+
+
+_OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=|$)")
+_CONFIG_ARG = re.compile(r"^--?config=(.+)$")
+
+
+def field_of_another_method(args: list[str]) -> str | None:
+  """The one-line error for ``--config.a.b=v`` naming a field of another method, else None.
+
+  Each method's config holds only its own blocks, so ml_collections refuses
+  ``configs/moco.py --config.perturb.nu=7`` while parsing the flag and says only
+  ``"perturb"``. This names the field and the methods that have it. Any other
+  bad override (a typo, a wrong type) is left to the caller's message.
+  """
+  config_arg = next((m.group(1) for m in map(_CONFIG_ARG.match, args) if m), None)
+  fields = [m.group(1) for m in map(_OVERRIDE.match, args) if m]
+  if config_arg is None or not fields:
+    return None
+  file, _, preset = config_arg.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("_fgjax_user_config", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(preset or None)
+  except Exception:  # pylint: disable=broad-except -- the caller reports the original error
+    return None
+  from fgjax.config.fields import flatten  # (imports JAX: only on this error path)
+  from fgjax.methods import registry
+  have = flatten(cfg)
+  for field in fields:
+    if field in have:
+      continue
+    owners = [name for name, method in registry.METHODS.items() if field in flatten(method.config(None))]
+    if owners:
+      return (f"config field {field!r}: method {cfg.get('method')!r} does not use it (a field of "
+              f"{', '.join(owners)}); each method's config holds only its own blocks")
+  return None

@@ -136,6 +136,9 @@ def _parse_flags(argv):
   except command_line.ConfigLoadError as e:
     _error(str(e))
   except (AttributeError, KeyError, TypeError, ValueError, OSError, flags.Error) as e:
+    foreign = command_line.field_of_another_method(args)
+    if foreign:  # e.g. --config.perturb.nu on configs/moco.py: ml_collections would say only "perturb"
+      _error(foreign)
     text = str(e).replace("\\n", "\n").replace("\\'", "'")
     if "Traceback" in text:  # config-file load errors embed the loader's traceback
       text = text[text.rindex("Error: ") + len("Error: "):] if "Error: " in text else text

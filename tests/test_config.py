@@ -169,3 +169,30 @@ def test_version_1_needs_its_gradient_background():
     registry.validate(cfg, num_devices=1)
   cfg.data.background = "gradient"
   registry.validate(cfg, num_devices=1)
+
+
+@pytest.mark.parametrize("method", ["moco", "simsiam", "perturb_simsiam", "ce", "base"])
+def test_a_config_json_of_one_schema_for_all_methods_still_loads(method):
+  """Before each method had its own schema, every SSL config.json held the moco, simsiam
+  and perturb blocks and the decoder's sizes (and every supervised one the supcon /
+  base_indi blocks); they never did anything for the other methods, so loading drops
+  them and the run validates as today's config of its method."""
+  import ml_collections
+  today = registry.config(method, "runlocal")
+  saved = today.to_dict()
+  if method in ("ce", "base"):
+    saved.setdefault("supcon", {"temperature": 0.07, "base_temperature": 0.07, "contrast_mode": "all",
+                                "soft_weight": 0.5})
+    saved.setdefault("base_indi", {"instance_weight": 1.0, "group_capacity": 0})
+    if method == "ce":  # the SupCon head's sizes were in every seed-H config
+      saved["model"].update(head_hidden_dim=0, proj_dim=8)
+  else:
+    everything = registry.config("perturb_moco", "runlocal").to_dict()
+    for block in ("moco", "perturb"):
+      saved.setdefault(block, everything[block])
+    saved.setdefault("simsiam", registry.config("simsiam", "runlocal").to_dict()["simsiam"])
+    for field in ("decoder_channels", "decoder_upsamples", "head_hidden_dim", "proj_dim"):
+      saved["model"].setdefault(field, everything["model"][field])
+  cfg = registry.with_defaults(ml_collections.ConfigDict(saved))
+  registry.validate(cfg, num_devices=1)
+  assert cfg.to_dict() == today.to_dict()

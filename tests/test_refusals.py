@@ -297,3 +297,15 @@ def test_every_preset_of_every_config_validates_alone_and_with_runlocal(path):
       if c.data.get("name") == "folder":
         c.data.root = "/data/folder"
       validate(c)
+
+
+@pytest.mark.parametrize("config, override, owner", [
+    ("configs/moco.py:runlocal", "--config.perturb.nu=7", "perturb_moco"),
+    ("configs/simsiam.py:runlocal", "--config.moco.temperature=0.5", "moco"),
+])
+def test_a_field_of_another_method_on_the_command_line_is_one_line_naming_it(tmp_path, config, override, owner):
+  """ml_collections alone printed 'bad command-line flag: "perturb"' (the block, not the field)."""
+  field = override[len("--config."):].split("=")[0]
+  line = _one_error_line(_main(f"--config={config}", override, f"--workdir={tmp_path / 'run'}"))
+  assert f"config field {field!r}" in line and owner in line, line
+  assert not (tmp_path / "run").exists()
