@@ -265,7 +265,7 @@ def test_unknown_field_is_named_with_suggestion():
 
 @pytest.mark.parametrize("field,value", [
     ("objective", "triplet"), ("data.noise_std", -0.1), ("data.radii", (1.0, 1.1, 1.2)),
-    ("data.radii", (1.0, 1.0, 1.2, 1.3)), ("data.train_per_class", 1), ("optim.batch_size", 5000),
+    ("data.radii", (1.0, 1.0, 1.2, 1.3)), ("data.train_per_class", 1), ("data.global_batch_size", 5000),
     ("optim.learning_rate", 0.0), ("loss.negative_weights", "mine"), ("loss.temperature", 0.0),
     ("loss.margin", 1.5), ("model.embed_dim", 0), ("model.bias_init_std", -1.0), ("data.name", "patches"),
     ("eval.probe_epochs", 0), ("loss.positive", "any"),
@@ -381,7 +381,7 @@ def test_command_line_run_and_table(tmp_path):
 
 def test_command_line_bad_field_is_one_line():
   for args, match in [(("--config.data.noise_std=-1.0",), "data.noise_std"),
-                      (("--config.optim.batch_size=1",), "optim.batch_size")]:
+                      (("--config.data.global_batch_size=1",), "data.global_batch_size")]:
     bad = _main("--config=configs/class_attentive.py:runlocal", "--workdir=/tmp/fgjax_ca_never_written", *args)
     assert bad.returncode == 2, bad.stderr[-2000:]
     errors = [line for line in bad.stderr.splitlines() if line.startswith("fgjax: error:")]

@@ -5,6 +5,7 @@ and signal it while it trains; the final state after the rerun must equal an
 uninterrupted run's bit for bit.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -296,7 +297,7 @@ def test_exploding_parameters_stop_before_a_checkpoint_holds_them(tmp_path, monk
     scale = jax.numpy.where(state.step >= 4, 1e9, 1.0)  # the 5th step blows the weights up
     return new_state.replace(params=jax.tree.map(lambda p: p * scale, new_state.params)), metrics
 
-  monkeypatch.setitem(registry.JOINT_STEPS, "moco", exploding)
+  monkeypatch.setitem(registry.METHODS, "moco", dataclasses.replace(registry.METHODS["moco"], joint_step=exploding))
   with pytest.raises(train.NonFiniteLossError, match=r"parameter norm .* at step 5 .*last good checkpoint is step 4"):
     _run(_config(train__log_every=1), str(tmp_path))
   _, _, state = _final(str(tmp_path))

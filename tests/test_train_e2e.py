@@ -1,5 +1,6 @@
 """End to end: real training runs of the tiny preset, kill-and-resume, the NaN guard, bad workdirs."""
 
+import dataclasses
 import json
 import os
 
@@ -97,7 +98,7 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path,
     bad = jax.numpy.where(state.step >= 4, jax.numpy.nan, metrics["loss_c"])  # 5th step is NaN
     return new_state, dict(metrics, loss_c=bad)
 
-  monkeypatch.setitem(registry.JOINT_STEPS, "moco", poisoned)
+  monkeypatch.setitem(registry.METHODS, "moco", dataclasses.replace(registry.METHODS["moco"], joint_step=poisoned))
   cfg = _config("moco", train__checkpoint_every=2, train__log_every=3)
   with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss_c at step 5 .*last good checkpoint is step 4"):
     train.train_and_evaluate(cfg, str(tmp_path), devices=_one_device())

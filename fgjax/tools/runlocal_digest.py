@@ -35,6 +35,7 @@ RUNS = (
     ("indi", "configs/base_indi.py:indi,runlocal"),
     ("fine", "configs/base_indi.py:fine,runlocal"),
     ("base_indi_eff", "configs/base_indi.py:eff,runlocal"),
+    ("simclr", "configs/simclr.py:runlocal"),
     ("class_attentive", "configs/class_attentive.py:runlocal"),
     ("class_attentive_siamese", "configs/class_attentive.py:siamese,runlocal"),
 )

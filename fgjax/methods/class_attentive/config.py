@@ -59,12 +59,13 @@ def class_attentive_config(preset: str | None = None) -> ml_collections.ConfigDi
   c.data.train_per_class = 500
   c.data.test_per_class = 500
   c.data.data_seed = 0  # fixed across training seeds
+  c.data.global_batch_size = 64  # the paper does not give it (named as in the image methods' data block)
 
   # ---- positive-pair augmentation (circles.augment)
-  c.aug = ml_collections.ConfigDict()
-  c.aug.rotate = True
-  c.aug.roll = True
-  c.aug.extra_noise_std = 0.0
+  c.augment = ml_collections.ConfigDict()
+  c.augment.rotate = True
+  c.augment.roll = True
+  c.augment.extra_noise_std = 0.0
 
   # ---- model: MLP 200 -> hidden -> 64 (Sec. 4.2) and the class-attentive module
   c.model = ml_collections.ConfigDict()
@@ -93,7 +94,6 @@ def class_attentive_config(preset: str | None = None) -> ml_collections.ConfigDi
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
   c.optim.num_epochs = 20
-  c.optim.batch_size = 64
 
   # ---- evaluation (Sec. 4.3/4.5: linear classifier, 100 epochs, on frozen embeddings)
   c.eval = ml_collections.ConfigDict()
@@ -151,7 +151,7 @@ def _preset_runlocal(c):
   c.data.test_per_class = 32
   c.model.hidden_dims = (64,)
   c.optim.num_epochs = 4
-  c.optim.batch_size = 32
+  c.data.global_batch_size = 32
   c.eval.probe_epochs = 10
   c.eval.random_init_baseline = False
   c.eval.tsne = False
@@ -202,8 +202,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   require(d.train_per_class >= 2, "data.train_per_class", f"must be >= 2, got {d.train_per_class}")
   require(d.test_per_class >= 1, "data.test_per_class", f"must be >= 1, got {d.test_per_class}")
 
-  require(finite(cfg.aug.extra_noise_std) and cfg.aug.extra_noise_std >= 0, "aug.extra_noise_std",
-          f"must be >= 0, got {cfg.aug.extra_noise_std}")
+  require(finite(cfg.augment.extra_noise_std) and cfg.augment.extra_noise_std >= 0, "augment.extra_noise_std",
+          f"must be >= 0, got {cfg.augment.extra_noise_std}")
 
   m = cfg.model
   require(all(int(h) >= 1 for h in m.hidden_dims), "model.hidden_dims",
@@ -228,8 +228,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   require(isinstance(o.num_epochs, int) and o.num_epochs >= 1, "optim.num_epochs",
           f"must be an integer >= 1, got {o.num_epochs!r}")
   num_train = d.num_classes * d.train_per_class
-  require(2 <= o.batch_size <= num_train, "optim.batch_size",
-          f"must be in [2, {num_train}] (the training split), got {o.batch_size}")
+  batch = cfg.data.global_batch_size
+  require(2 <= batch <= num_train, "data.global_batch_size",
+          f"must be in [2, {num_train}] (the training split), got {batch}")
 
   e = cfg.eval
   for field in ("probe_epochs", "probe_batch_size"):

@@ -106,9 +106,10 @@ def make_train_epoch(cfg: ml_collections.ConfigDict, net: model_lib.ClassAttenti
   for row in class_members_np:
     position_np[row] = np.arange(row.size)
   class_members, position_in_class = jnp.asarray(class_members_np), jnp.asarray(position_np)
-  n, batch = train_x.shape[0], cfg.optim.batch_size
+  n, batch = train_x.shape[0], cfg.data.global_batch_size
   steps = n // batch
-  aug = dict(rotate=bool(cfg.aug.rotate), roll=bool(cfg.aug.roll), extra_noise_std=float(cfg.aug.extra_noise_std))
+  a = cfg.augment
+  aug = dict(rotate=bool(a.rotate), roll=bool(a.roll), extra_noise_std=float(a.extra_noise_std))
   loss_cfg = {k: cfg.loss[k] for k in ("negative_weights", "margin", "negative_weight", "temperature")}
   step_fn = functools.partial(train_step, net=net, tx=tx, objective=cfg.objective, loss_cfg=loss_cfg)
   base_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)  # 0 is the init key
