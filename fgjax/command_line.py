@@ -16,7 +16,9 @@ import re
 import ml_collections
 from absl import flags
 from absl import logging
+
 from fgjax.errors import ConfigLoadError  # (re-exported: raised here)
+
 
 USAGE = "python -m fgjax.main --config=configs/NAME.py[:preset] --workdir=DIR"
 # The repository's configs/ folder (the parent of the package), listed when --config is missing.

@@ -58,9 +58,9 @@ class _QuietLibraries:
 
 def main(argv):
   _check_command_line(argv)
-  from fgjax.infra import preemption
   from fgjax import train  # JAX is imported here, after flag parsing
   from fgjax.evaluate import checkpoint_eval
+  from fgjax.infra import preemption
 
   cfg = _CONFIG.value
   workdir = _WORKDIR.value or cfg.get("workdir", "")

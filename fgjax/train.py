@@ -21,23 +21,23 @@ import numpy as np
 import optax
 from absl import logging
 
-from fgjax.infra import checkpointing
-from fgjax.config import blocks as config_blocks
 from fgjax import errors
+from fgjax import optim
+from fgjax.config import blocks as config_blocks
+from fgjax.data import pipeline
 from fgjax.errors import ConfigError
 from fgjax.errors import NonFiniteLossError
+from fgjax.evaluate import checkpoint_eval
+from fgjax.evaluate import curves
+from fgjax.evaluate import report
+from fgjax.infra import checkpointing
 from fgjax.infra import distributed
 from fgjax.infra import metrics_writer
-from fgjax import optim
 from fgjax.infra import parallel
 from fgjax.infra import precision
 from fgjax.infra import preemption
 from fgjax.infra import profiling
 from fgjax.infra import workdir as workdir_lib
-from fgjax.data import pipeline
-from fgjax.evaluate import checkpoint_eval
-from fgjax.evaluate import curves
-from fgjax.evaluate import report
 from fgjax.methods import registry
 
 

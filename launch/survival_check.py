@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--config=configs/moco.py:runlocal", "--config.optim.num_epochs=50", "--config.train.log_every=1",
          "--config.train.checkpoint_every=20", "--config.train.keep_checkpoints=3", "--config.eval.knn_every=0"]
@@ -54,8 +55,9 @@ def _logged_step(workdir):
 
 
 def _final_state(workdir):
-  from fgjax.infra import checkpointing
   import jax
+
+  from fgjax.infra import checkpointing
   step, state, _ = checkpointing.read_latest(workdir)
   return step, [np.asarray(x) for x in jax.tree.leaves(state)]
 

@@ -9,9 +9,11 @@ run and its resumption) pay for XLA compilation once.
 import os
 import tempfile
 
+
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "4")
 
 import jax  # noqa: E402
+
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("FGJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "fgjax_test_jax_cache")))

@@ -12,6 +12,7 @@ import pytest
 
 from fgjax.data import augment
 
+
 OFF = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=0.0, grayscale_prob=0.0,
            blur_prob=0.0, flip_prob=0.0)
 

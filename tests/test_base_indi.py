@@ -16,11 +16,12 @@ import pytest
 
 from fgjax import errors
 from fgjax import optim
-from fgjax.infra import parallel
 from fgjax.data import pipeline
+from fgjax.infra import parallel
 from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih
 from fgjax.methods import registry
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

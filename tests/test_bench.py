@@ -3,9 +3,9 @@
 import jax
 import pytest
 
-from fgjax.tools import bench
-from fgjax.methods import registry
 from fgjax import errors
+from fgjax.methods import registry
+from fgjax.tools import bench
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -21,6 +21,7 @@ from fgjax.methods.class_attentive import run as ca_run
 from fgjax.ops import class_attentive_losses as ca_losses
 from fgjax.tools import tables
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from fgjax.methods import registry
 from fgjax import errors
 from fgjax.config import blocks as config_blocks
 from fgjax.config import ssl as ssl_config
+from fgjax.methods import registry
 
 
 def _cfg(preset=None, method="perturb_moco"):

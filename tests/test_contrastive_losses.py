@@ -2,17 +2,18 @@
 
 import math
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
 from jax import test_util as jtu
 from jax.sharding import PartitionSpec as P
-import numpy as np
 
-from fgjax.ops import contrastive_losses as cl
 from fgjax.infra import parallel
+from fgjax.ops import contrastive_losses as cl
+
 
 # Jitted entry points (eager op-by-op dispatch compiles every primitive separately).
 _supcon = jax.jit(cl.supcon_loss, static_argnames=(

@@ -9,11 +9,12 @@ import sys
 import jax
 import pytest
 
-from fgjax.methods import registry
 from fgjax import errors
-from fgjax.config import blocks as config_blocks
 from fgjax import train
+from fgjax.config import blocks as config_blocks
 from fgjax.evaluate import checkpoint_eval
+from fgjax.methods import registry
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,11 +6,16 @@ import pickle
 import grain
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image
+from PIL import ImageFile
 
 from fgjax.data import folder_source
-from fgjax.data.folder_source import FileRecords, cub200, decode_image, image_folder
+from fgjax.data.folder_source import FileRecords
+from fgjax.data.folder_source import cub200
+from fgjax.data.folder_source import decode_image
+from fgjax.data.folder_source import image_folder
 from fgjax.data.records import DataError
+
 
 JPEG_TOL = 8  # Max abs error of a solid colour through JPEG (quality 95).
 

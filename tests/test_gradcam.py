@@ -1,10 +1,10 @@
 """Tests of fgjax.ops.gradcam: closed-form scores (Eq. 3) and the absence of a gradient path."""
 
-from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
 
 from fgjax.ops import gradcam
 from fgjax.ops import losses

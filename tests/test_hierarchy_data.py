@@ -6,6 +6,7 @@ import pytest
 from fgjax.data import hierarchy
 from fgjax.data import synthetic
 
+
 SMALL = dict(num_super=3, fine_per_super=4, train_per_class=5, test_per_class=3)
 V1 = dict(version=1, background="gradient")
 V2 = dict(version=2, background="tinted")

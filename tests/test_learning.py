@@ -13,8 +13,8 @@ import os
 
 import jax
 
-from fgjax.methods import registry
 from fgjax import train
+from fgjax.methods import registry
 
 
 def _tiny_data(c):

@@ -5,6 +5,7 @@ import pytest
 
 from fgjax.evaluate import linear_probe
 
+
 # Few epochs keep each probe to well under a second; one shared value lets the
 # tests reuse the jitted training program wherever the shapes agree.
 HP = linear_probe.ProbeHParams(epochs=10, batch_size=64)

@@ -2,15 +2,16 @@
 
 import math
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
-from jax import test_util as jtu
 import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+from jax import test_util as jtu
 
 from fgjax.ops import losses
+
 
 # Jitted entry points for tests that are not chex variants: eager op-by-op
 # dispatch compiles every primitive separately and is slow on a busy CPU.

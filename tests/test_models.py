@@ -14,6 +14,7 @@ from fgjax.models import decoder as decoder_lib
 from fgjax.models import heads
 from fgjax.models import resnet
 
+
 # The library takes any key. Tests use 'rbg' keys and jit their inits because on this
 # CPU each threefry init compiles for seconds (op by op, eagerly, even longer).
 RNG = jax.random.key(0, impl="rbg")

@@ -32,8 +32,9 @@ import numpy as np
 import pytest
 
 from fgjax.infra import checkpointing
-from fgjax.methods import registry
 from fgjax.infra import distributed
+from fgjax.methods import registry
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -1,13 +1,14 @@
 """Tests of fgjax.ops.perturb: min-max (Eq. 4), bank variance (Sec. 3.4), noise (Eq. 5-6)."""
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
 
 from fgjax.ops import perturb
+
 
 # Jitted entry point for tests that are not chex variants (eager dispatch is
 # slow on a busy CPU); every argument but the key is traced or checked at trace time.

@@ -11,16 +11,18 @@ import pytest
 from PIL import Image
 
 from fgjax import errors
-from fgjax.ops import gradcam
 from fgjax import train
 from fgjax.data import pipeline
 from fgjax.methods import registry
+from fgjax.ops import gradcam
+
 
 pytest.importorskip("matplotlib")
 
 from fgjax.pictures import draw  # noqa: E402
 from fgjax.pictures import make  # noqa: E402
 from fgjax.pictures import views  # noqa: E402
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

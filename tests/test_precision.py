@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 
 from fgjax import errors
-from fgjax.ops import contrastive_losses
-from fgjax.ops import gradcam
-from fgjax.ops import losses
-from fgjax.infra import parallel
-from fgjax.ops import perturb
-from fgjax.infra import precision
 from fgjax import train
 from fgjax.data import pipeline
+from fgjax.infra import parallel
+from fgjax.infra import precision
+from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_simsiam
 from fgjax.methods import registry
 from fgjax.methods import ssl_common
-from fgjax.infra.parallel import DATA_AXIS
+from fgjax.ops import contrastive_losses
+from fgjax.ops import gradcam
+from fgjax.ops import losses
+from fgjax.ops import perturb
+
 
 STEPS = 6
 

@@ -11,11 +11,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from fgjax.methods import registry
 from fgjax import errors
-from fgjax.infra import profiling
-from fgjax.tools import trace_summary
 from fgjax import train
+from fgjax.infra import profiling
+from fgjax.methods import registry
+from fgjax.tools import trace_summary
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

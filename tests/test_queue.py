@@ -1,11 +1,11 @@
 """Tests of fgjax.ops.queue: ring-buffer enqueue and the momentum (EMA) update."""
 
-from absl.testing import absltest
-import pytest
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from absl.testing import absltest
 
 from fgjax.ops import queue as queue_lib
 

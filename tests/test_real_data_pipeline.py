@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgjax.methods import registry
 from fgjax import errors
 from fgjax import train
 from fgjax.data import augment
 from fgjax.data import pipeline
 from fgjax.data import records
 from fgjax.data import transforms
+from fgjax.methods import registry
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("blue_jay", "cardinal", "crow", "robin")

@@ -20,12 +20,13 @@ import pytest
 from PIL import Image
 
 from fgjax import command_line
-from fgjax.methods import registry
 from fgjax import errors
 from fgjax.config import blocks as config_blocks
 from fgjax.data import folder_source
 from fgjax.data import records
+from fgjax.methods import registry
 from fgjax.methods.class_attentive import config as class_attentive_config
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,6 +7,7 @@ import pytest
 
 from fgjax.evaluate import retrieval
 
+
 # ----------------------------------------------------------------------------
 # Brute-force NumPy references: full N x N matrix, explicit loops, float64.
 # ----------------------------------------------------------------------------

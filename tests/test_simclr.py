@@ -66,6 +66,7 @@ def _run(cfg, num_devices, num_steps=2):
 def test_simclr_loss_is_nt_xent_of_the_global_batch():
   """The step's loss equals SimCLR Eq. 1 recomputed in NumPy (float64) from the same embeddings."""
   from jax.sharding import PartitionSpec
+
   from fgjax.infra.parallel import DATA_AXIS
   from fgjax.methods import ssl_common
   cfg = _cfg()

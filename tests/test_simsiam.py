@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from fgjax import errors
-from fgjax.config import fields
 from fgjax import optim
-from fgjax.infra import parallel
 from fgjax import train
+from fgjax.config import fields
 from fgjax.data import pipeline
+from fgjax.infra import parallel
 from fgjax.methods import registry
 from fgjax.methods import simsiam
 from fgjax.methods import ssl_common

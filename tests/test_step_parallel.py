@@ -13,15 +13,16 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax.methods import registry
 from fgjax import optim
-from fgjax.infra import parallel
 from fgjax.data import pipeline
+from fgjax.infra import parallel
 from fgjax.methods import moco
 from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_ssl
+from fgjax.methods import registry
 from fgjax.methods import spec
 from fgjax.methods import ssl_common
+
 
 NUM_STEPS = 2
 ATOL = 5e-5

@@ -8,6 +8,7 @@ from fgjax.evaluate import linear_probe
 from fgjax.evaluate import retrieval
 from fgjax.evaluate import suite
 
+
 NUM_TRAIN, NUM_TEST, DIM = 120, 60, 8
 # 8 fine classes under 3 super-classes; super label = FINE_TO_SUPER[fine].
 FINE_TO_SUPER = np.array([0, 0, 0, 1, 1, 1, 2, 2])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fgjax import errors
-from fgjax.infra import parallel
 from fgjax.data import pipeline
+from fgjax.infra import parallel
 from fgjax.methods import registry
 
 

@@ -18,14 +18,15 @@ import jax
 import numpy as np
 import pytest
 
+from fgjax import train
+from fgjax.evaluate import checkpoint_eval
 from fgjax.infra import checkpointing
 from fgjax.infra import metrics_writer
 from fgjax.infra import preemption
-from fgjax import train
 from fgjax.infra import workdir as workdir_lib
-from fgjax.evaluate import checkpoint_eval
 from fgjax.methods import moco
 from fgjax.methods import registry
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny MoCo run long enough to be signalled mid-way: 50 epochs x 4 steps of 8 images.

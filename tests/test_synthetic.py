@@ -8,6 +8,7 @@ import pytest
 from fgjax.data import scene
 from fgjax.data import synthetic
 
+
 SMALL = dict(num_super=4, fine_per_super=3, train_per_class=6, test_per_class=3)
 V1 = dict(version=1, background="gradient")
 V2 = dict(version=2, background="tinted")

@@ -13,6 +13,7 @@ import pytest
 
 from fgjax.tools import tables
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -22,13 +22,15 @@ import shutil
 
 import grain
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
+
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from fgjax.data import tfds_source  # noqa: E402
 from fgjax.data.records import DataError  # noqa: E402
+
 
 # name -> (number of fine classes, number of super classes or None), from the builders.
 NAMED = {

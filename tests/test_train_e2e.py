@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax.infra import checkpointing
 from fgjax import errors
-from fgjax.config import blocks as config_blocks
 from fgjax import train
+from fgjax.config import blocks as config_blocks
+from fgjax.infra import checkpointing
 from fgjax.methods import moco
 from fgjax.methods import registry
 

@@ -11,6 +11,7 @@ import pytest
 
 from fgjax.models import vit
 
+
 # 'rbg' keys and jitted inits: threefry inits compile slowly op by op on this CPU.
 RNG = jax.random.key(0, impl="rbg")
 # A small ViT for the functional tests: 4 x 4 patches of 4 px at 16 px.

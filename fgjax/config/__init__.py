@@ -19,4 +19,5 @@ from fgjax.config.blocks import steps_per_epoch
 from fgjax.config.blocks import total_train_steps
 from fgjax.errors import ConfigError
 
+
 __all__ = ["ConfigError", "num_train_examples", "steps_per_epoch", "total_train_steps"]

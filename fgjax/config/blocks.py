@@ -17,6 +17,7 @@ from fgjax.config.fields import require_nonnegative
 from fgjax.config.fields import require_positive
 from fgjax.errors import ConfigError
 
+
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 DTYPES = ("float32", "bfloat16")
 

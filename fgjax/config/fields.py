@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Callable, Mapping
+from typing import Any
+from typing import Callable
+from typing import Mapping
 
 import ml_collections
 

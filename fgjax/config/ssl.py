@@ -46,7 +46,9 @@ or ``no_pairs`` (they would reset the sizes or nu those set: give them first).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from typing import Callable
+from typing import Mapping
+from typing import Sequence
 
 import ml_collections
 
@@ -55,6 +57,7 @@ from fgjax.config.fields import check_known_fields
 from fgjax.config.fields import require
 from fgjax.config.fields import split_presets
 from fgjax.errors import ConfigError
+
 
 ConfigDict = ml_collections.ConfigDict
 

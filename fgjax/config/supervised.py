@@ -50,6 +50,7 @@ from fgjax.config.fields import require
 from fgjax.config.fields import require_positive
 from fgjax.errors import ConfigError
 
+
 BASE_INDI_METHODS = ("base", "fine", "indi", "base_indi", "base_indi_eff")
 HCL_METHODS = ("ce", "supcon", "hcl")  # seed H
 METHODS = BASE_INDI_METHODS + HCL_METHODS

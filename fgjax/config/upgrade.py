@@ -16,6 +16,7 @@ import ml_collections
 
 from fgjax.config.fields import flatten
 
+
 ConfigDict = ml_collections.ConfigDict
 
 

@@ -64,6 +64,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "normalize", "denormalize",
     "mocov2_augment", "simple_augment",

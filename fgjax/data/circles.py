@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+
 DEFAULT_RADII = (1.0, 1.1, 1.2, 1.3)
 HARD_RADII = (1.0, 1.025, 1.05, 1.075)
 

@@ -41,7 +41,11 @@ from typing import Sequence
 
 import numpy as np
 
-from fgjax.data.records import MAX_IMAGE_PIXELS, DataError, decode_rgb, load_super_map
+from fgjax.data.records import MAX_IMAGE_PIXELS
+from fgjax.data.records import DataError
+from fgjax.data.records import decode_rgb
+from fgjax.data.records import load_super_map
+
 
 __all__ = ["IMAGE_EXTENSIONS", "FileRecords", "cub200", "decode_image", "image_folder"]
 

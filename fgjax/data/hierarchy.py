@@ -113,15 +113,16 @@ shuffled.
 
 from __future__ import annotations
 
-import numpy as np
-
 import functools
+
+import numpy as np
 
 from fgjax.data import scene
 from fgjax.data.synthetic import _check_int
 from fgjax.data.synthetic import _hsv_to_rgb
 from fgjax.data.synthetic import check_version
 from fgjax.data.synthetic import render_images
+
 
 __all__ = ["GENUS_TEXTURE_NAMES", "make_hierarchy", "species_prototypes"]
 

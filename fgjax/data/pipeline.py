@@ -18,16 +18,18 @@ uint8 images only.
 from __future__ import annotations
 
 import signal
-from typing import Any, Iterator
+from typing import Any
+from typing import Iterator
 
 import grain
 import ml_collections
 import numpy as np
 
-from fgjax.errors import ConfigError
 from fgjax.data import records
 from fgjax.data import synthetic
 from fgjax.data import transforms
+from fgjax.errors import ConfigError
+
 
 DataError = records.DataError
 FOLDER_NAMES = ("folder", "cub_layout")

@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import IO, Sequence
+from typing import IO
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from fgjax.errors import DataError, ImageTooLargeError  # (re-exported: raised here)
+
+from fgjax.errors import DataError  # (re-exported: raised here)
+from fgjax.errors import ImageTooLargeError
+
 
 # 16-bit grayscale (PNG) opens in one of these modes; convert('RGB') would clip it.
 _WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")

@@ -73,6 +73,7 @@ import dataclasses
 
 import numpy as np
 
+
 __all__ = ["BACKGROUNDS", "MARKING_NAMES", "SILHOUETTE_NAMES", "Scenes", "draw_instances", "render",
            "supersampling"]
 

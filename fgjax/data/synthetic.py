@@ -102,6 +102,7 @@ import numpy as np
 
 from fgjax.data import scene
 
+
 __all__ = [
     "FINE_TEMPLATE_NAMES", "FINE_TEMPLATES", "SUPER_TEXTURE_NAMES", "fine_templates",
     "make_patches",

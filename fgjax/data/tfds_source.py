@@ -53,13 +53,16 @@ import operator
 import os
 import pickle
 import re
-from typing import Any, Mapping
+from typing import Any
+from typing import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
-from fgjax.data.records import DataError, decode_rgb
+from fgjax.data.records import DataError
+from fgjax.data.records import decode_rgb
+
 
 __all__ = ["TFDS_SPECS", "TfdsRecords", "TfdsSpec", "spec_for"]
 

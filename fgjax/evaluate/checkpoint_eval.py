@@ -21,15 +21,16 @@ import jax
 import ml_collections
 from absl import logging
 
-from fgjax.infra import checkpointing
 from fgjax.config import blocks as config_blocks
 from fgjax.config.fields import check_known_fields
-from fgjax.errors import ConfigError
 from fgjax.data import pipeline
+from fgjax.errors import ConfigError
 from fgjax.evaluate import features as features_lib
 from fgjax.evaluate import report
 from fgjax.evaluate import suite
+from fgjax.infra import checkpointing
 from fgjax.methods import registry
+
 
 EvaluationError = suite.EvaluationError
 

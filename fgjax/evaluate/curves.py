@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+
 CURVE_FILE = "knn_curve.png"
 LEVELS = ("fine", "super")
 

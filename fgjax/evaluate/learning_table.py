@@ -30,6 +30,7 @@ from fgjax.evaluate import curves
 from fgjax.evaluate import report
 from fgjax.evaluate.stats import mean_std
 
+
 _RUN = re.compile(r"^(?P<name>.+)_seed(?P<seed>\d+)$")
 
 

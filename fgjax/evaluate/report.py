@@ -7,6 +7,7 @@ import math
 import os
 from typing import Any
 
+
 _LEGEND = ("Fractions in %. probe{P}: linear probe on P % of the train labels; knn{k}: weighted "
            "kNN; retrieval (rank, recall, map): leave-one-out on the test split, cosine "
            "similarity, ties to the lower index; outliers: nearest-centroid, test split.")

@@ -27,11 +27,13 @@ Conventions shared by all functions:
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 
 _EPS = 1e-12
 _HIGHEST = jax.lax.Precision.HIGHEST

@@ -24,14 +24,16 @@ key                          protocol
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from typing import Mapping
 
 import ml_collections
 import numpy as np
 
+from fgjax.errors import EvaluationError  # (re-exported: raised here)
 from fgjax.evaluate import linear_probe
 from fgjax.evaluate import retrieval
-from fgjax.errors import EvaluationError  # (re-exported: raised here)
+
 
 LARGE_TEST_SET = 10_000
 SMALL_SET_RECALL_KS = (1, 2, 4, 8)  # CUB-200, Cars196 (Song et al. 2016)

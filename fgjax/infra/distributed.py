@@ -36,10 +36,13 @@ import os
 import socket
 import sys
 import threading
-from typing import Any, Mapping
+from typing import Any
+from typing import Mapping
 
 import ml_collections
+
 from fgjax.errors import DistributedError  # (re-exported: raised here)
+
 
 ENV_COORDINATOR = "FGJAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "FGJAX_NUM_PROCESSES"

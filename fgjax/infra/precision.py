@@ -31,12 +31,14 @@ V100 or a T4) gets one :class:`fgjax.errors.ConfigError` line naming the device.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
 
 from fgjax.errors import ConfigError
+
 
 # The first NVIDIA architecture with bfloat16 tensor cores is Ampere (sm_80).
 MIN_BF16_CUDA_CAPABILITY = (8, 0)

@@ -3,7 +3,7 @@
 The training loop asks :meth:`StopRequest.should_stop` after every step. The
 signal handler only records the request, so a step or a checkpoint write in
 progress is never cut; the loop then saves the current step, waits for every
-write to finish and raises :class:`Preempted` (``fgjax.main`` exits with
+write to finish and raises :class:`fgjax.errors.Preempted` (``fgjax.main`` exits with
 :data:`EXIT_PREEMPTED`). A second signal while that happens falls back to the
 default behaviour (a user who presses Ctrl-C twice means it).
 
@@ -19,7 +19,7 @@ import signal
 import threading
 
 import jax
-from fgjax.errors import Preempted  # noqa: F401 (re-exported: train raises it)
+
 
 EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGINT, checkpoint of the current step saved
 

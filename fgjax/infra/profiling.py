@@ -36,6 +36,7 @@ from absl import logging
 from fgjax.errors import ConfigError
 from fgjax.infra import fs
 
+
 PROFILE_SUBDIR = "profile"
 
 

@@ -28,8 +28,9 @@ import os
 import socket
 from typing import Any
 
-from fgjax.infra import fs
 from fgjax.errors import WorkdirError  # (re-exported: raised here)
+from fgjax.infra import fs
+
 
 LOCK_NAME = ".fgjax.lock"
 

@@ -23,11 +23,12 @@ import optax
 from fgjax import optim
 from fgjax.config import blocks as config_blocks
 from fgjax.config import supervised as supervised_config
-from fgjax.methods import spec
 from fgjax.data import augment
 from fgjax.methods import instance_head as ih
+from fgjax.methods import spec
 from fgjax.methods import ssl_common as common
 from fgjax.models import resnet as resnet_lib
+
 
 PyTree = Any
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+
 _MASKED = -1e30
 _PRECISION = jax.lax.Precision.HIGHEST
 

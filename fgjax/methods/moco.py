@@ -15,12 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax.ops import losses
-from fgjax.ops import queue as queue_lib
 from fgjax.config import ssl as ssl_config
 from fgjax.config.fields import require
 from fgjax.config.fields import require_positive
 from fgjax.methods import ssl_common as common
+from fgjax.ops import losses
+from fgjax.ops import queue as queue_lib
+
 
 PyTree = Any
 

@@ -19,14 +19,15 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from fgjax.ops import gradcam as gradcam_lib
-from fgjax.ops import losses
-from fgjax.ops import queue as queue_lib
 from fgjax.data import augment
+from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import moco
 from fgjax.methods import perturb_ssl
 from fgjax.methods import ssl_common as common
-from fgjax.infra.parallel import DATA_AXIS
+from fgjax.ops import gradcam as gradcam_lib
+from fgjax.ops import losses
+from fgjax.ops import queue as queue_lib
+
 
 PyTree = Any
 

@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from fgjax.ops import gradcam as gradcam_lib
-from fgjax.ops import losses
 from fgjax.data import augment
 from fgjax.methods import perturb_ssl
 from fgjax.methods import simsiam
 from fgjax.methods import ssl_common as common
+from fgjax.ops import gradcam as gradcam_lib
+from fgjax.ops import losses
 
 
 def gradcam_scores(nets: common.Networks, params, v: jax.Array, z2: jax.Array) -> jax.Array:

@@ -30,6 +30,7 @@ from fgjax.ops import losses
 from fgjax.ops import perturb as perturb_lib
 from fgjax.ops import queue as queue_lib
 
+
 PyTree = Any
 
 

@@ -30,6 +30,7 @@ from fgjax.methods import spec
 from fgjax.methods import ssl_common
 from fgjax.methods import supcon
 
+
 Method = spec.Method
 Setup = spec.Setup
 FrozenModel = spec.FrozenModel

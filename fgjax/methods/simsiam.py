@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax.ops import losses
 from fgjax.config import ssl as ssl_config
 from fgjax.config.fields import require
 from fgjax.methods import ssl_common as common
+from fgjax.ops import losses
+
 
 PyTree = Any
 

@@ -9,12 +9,14 @@ loop). Code outside a method's own files asks the entry, never the method's name
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import ml_collections
 import optax
+
 
 ConfigDict = ml_collections.ConfigDict
 

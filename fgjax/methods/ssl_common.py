@@ -17,15 +17,16 @@ import ml_collections
 import optax
 from jax import lax
 
-from fgjax.ops import losses
-from fgjax.data import augment
 from fgjax import optim
 from fgjax.config import blocks as config_blocks
+from fgjax.data import augment
+from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import spec
 from fgjax.models import decoder as decoder_lib
 from fgjax.models import heads as heads_lib
 from fgjax.models import resnet as resnet_lib
-from fgjax.infra.parallel import DATA_AXIS
+from fgjax.ops import losses
+
 
 PyTree = Any
 

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgjax.ops import contrastive_losses as cl
 from fgjax.data import augment
 from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih
@@ -36,6 +35,8 @@ from fgjax.methods import ssl_common as common
 from fgjax.models import heads as heads_lib
 from fgjax.models import resnet as resnet_lib
 from fgjax.models import vit as vit_lib
+from fgjax.ops import contrastive_losses as cl
+
 
 PyTree = Any
 State = base_indi.State  # step, params, batch_stats, opt_state

@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+
 _UPSAMPLES = ("resize", "transpose")
 
 

@@ -10,10 +10,12 @@ so the official MoCo v2 / SimSiam learning rates transfer unchanged.
 """
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+
 
 # torch.nn.Linear's kaiming_uniform_(a=sqrt(5)) == uniform(+-1/sqrt(fan_in)).
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")

@@ -16,10 +16,12 @@ Example::
 """
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+
 
 # torchvision's init: kaiming_normal_(mode='fan_out', nonlinearity='relu'), i.e. an
 # untruncated normal with variance 2 / fan_out.

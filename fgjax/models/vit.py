@@ -37,6 +37,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+
 POOLS = ("cls", "gap")
 
 # name -> (patch_size, hidden_dim, depth, num_heads, mlp_dim)

@@ -59,6 +59,7 @@ from fgjax.ops.losses import _PRECISION
 from fgjax.ops.losses import _at_least_float32
 from fgjax.ops.losses import l2_normalize
 
+
 __all__ = ["supcon_loss", "hcl_loss", "masked_mean", "CONTRAST_MODES"]
 
 CONTRAST_MODES = ("all", "one")

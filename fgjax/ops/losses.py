@@ -25,6 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 # Logits must be computed in real float32 (see module docstring).
 _PRECISION = jax.lax.Precision.HIGHEST
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
 from fgjax.errors import PicturesError  # (re-exported: raised here)
+
 
 DPI = 100
 _CELL = 1.25  # inches per image cell: a 32 px image is drawn at 125 px, readable

@@ -19,7 +19,8 @@ draws each picture that applies to the method, writes the PNG files into
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -27,13 +28,14 @@ from absl import logging
 
 from fgjax.config.fields import check_known_fields
 from fgjax.config.fields import require
+from fgjax.data import pipeline
 from fgjax.errors import ConfigError
 from fgjax.evaluate import features as features_lib
-from fgjax.data import pipeline
 from fgjax.methods import registry
 from fgjax.pictures import draw
 from fgjax.pictures import views
 from fgjax.pictures.draw import PicturesError
+
 
 PICTURES = ("gradcam", "pairs", "feature_dims", "attention", "tsne", "retrieval")
 _SECTION = "## Pictures"

@@ -9,20 +9,21 @@ colours.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgjax.ops import gradcam as gradcam_lib
-from fgjax.ops import perturb as perturb_lib
-from fgjax.ops import spatial_attention
 from fgjax.data import augment
 from fgjax.data import pipeline
 from fgjax.methods import registry
 from fgjax.methods import ssl_common
+from fgjax.ops import gradcam as gradcam_lib
+from fgjax.ops import perturb as perturb_lib
+from fgjax.ops import spatial_attention
 from fgjax.pictures.draw import PicturesError
 
 

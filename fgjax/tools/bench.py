@@ -46,6 +46,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "SSL config; each method of --methods gets its own "
                                           "config with the same preset and overrides.", lock_config=True)
 _METHODS = flags.DEFINE_list("methods", ["moco", "perturb_moco", "simsiam"],

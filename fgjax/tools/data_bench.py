@@ -64,8 +64,10 @@ def host_images_per_s(source, *, base_size: int, batch_size: int, batches: int, 
 def device_images_per_s(batch_images, *, image_size: int, repeats: int = 3) -> float:
   """Images/s of two jitted aug+ views of uint8 base images [B, S0, S0, 3] (median of repeats)."""
   import statistics
+
   import jax
   from jax.sharding import PartitionSpec as P
+
   from fgjax.infra import parallel
   from fgjax.methods import ssl_common
 

@@ -33,7 +33,6 @@ from absl import app
 from absl import flags
 
 
-
 def _define_flags():
   """Flags, defined only when run as a program (importing it defines none)."""
   flags.DEFINE_list("num", ["10000", "60000"], "Numbers of embeddings N (comma-separated).")
@@ -82,6 +81,7 @@ def measure(num: int, dim: int, chunk_size: int) -> dict[str, float]:
 def measure_probe(num: int, dim: int, num_classes: int, num_test: int, fraction: float) -> dict[str, float]:
   """Times two ``linear_probe`` calls (the first compiles) on clustered features."""
   import numpy as np
+
   from fgjax.evaluate import linear_probe
   rng = np.random.default_rng(0)
   centres = rng.normal(size=(num_classes, dim)).astype(np.float32)

@@ -34,6 +34,7 @@ from absl import flags
 
 from fgjax.methods import instance_head as ih
 
+
 SETTINGS = {  # name: (n, G, d, b, balanced)
     "patches_default": (2048, 32, 128, 128, True),
     "cifar100": (50000, 20, 512, 256, True),

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 
+
 # (name, config argument): every config file, and each Base-Indi / class-attentive variant.
 RUNS = (
     ("moco", "configs/moco.py:runlocal"),

@@ -25,7 +25,9 @@ import json
 import os
 import statistics
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any
+from typing import Callable
+from typing import Sequence
 
 from fgjax.evaluate import learning_table as learning
 from fgjax.evaluate.stats import mean_std

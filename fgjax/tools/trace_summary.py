@@ -19,6 +19,7 @@ import os
 import re
 import sys
 
+
 # Trace events that are not XLA ops: the executor, Python frames, thread pools.
 _NOT_OPS = ("ThunkExecutor", "SlinkyThreadPool", "$", "PjitFunction", "end: ", "train")
 

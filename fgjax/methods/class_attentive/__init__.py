@@ -24,4 +24,5 @@ Where each part lives:
 
 from fgjax.methods.class_attentive.run import train_and_evaluate
 
+
 __all__ = ["train_and_evaluate"]

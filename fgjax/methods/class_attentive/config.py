@@ -31,9 +31,12 @@ import importlib.util
 
 import ml_collections
 
-from fgjax.config.fields import apply_presets, check_known_fields, require
+from fgjax.config.fields import apply_presets
+from fgjax.config.fields import check_known_fields
 from fgjax.config.fields import is_finite_number as finite
+from fgjax.config.fields import require
 from fgjax.data import circles
+
 
 METHOD = "class_attentive"
 OBJECTIVES = ("cosine", "margin", "infonce", "supervised")

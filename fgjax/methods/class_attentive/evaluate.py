@@ -30,8 +30,10 @@ import ml_collections
 import numpy as np
 
 from fgjax.data import circles
-from fgjax.evaluate.linear_probe import ProbeHParams, linear_probe
+from fgjax.evaluate.linear_probe import ProbeHParams
+from fgjax.evaluate.linear_probe import linear_probe
 from fgjax.methods.class_attentive import model as model_lib
+
 
 _EPS = 1e-8
 

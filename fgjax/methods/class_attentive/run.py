@@ -12,8 +12,8 @@ import os
 import time
 from typing import Any
 
-from absl import logging
 import ml_collections
+from absl import logging
 
 from fgjax.data import circles
 from fgjax.evaluate import report
@@ -22,6 +22,7 @@ from fgjax.methods.class_attentive import config as ca_config
 from fgjax.methods.class_attentive import evaluate as evaluate_lib
 from fgjax.methods.class_attentive import loop
 from fgjax.methods.class_attentive import model as model_lib
+
 
 # The untrained embedding's metrics kept in results.json's 'random_init' section.
 _RANDOM_INIT_KEYS = ("probe_test_top1", "probe_all_top1", "unit_probe_test_top1", "unit_probe_all_top1",
