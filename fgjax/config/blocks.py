@@ -117,6 +117,31 @@ def eval_config() -> ml_collections.ConfigDict:
   return e
 
 
+def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
+  """The part of every image method's ``runlocal`` preset: seconds of compute (tests, smoke runs).
+
+  The embedded data shrinks to 2 super-classes x 2 fine classes of 16-px
+  images (a real source ignores the sizes and keeps all its images), two
+  epochs of batch 8, a checkpoint every 2 steps, and an evaluation small
+  enough for 16 test images.
+  """
+  c.data.image_size = 16
+  c.data.base_size = 0
+  c.data.num_super = 2
+  c.data.fine_per_super = 2
+  c.data.train_per_class = 8
+  c.data.test_per_class = 4
+  c.data.global_batch_size = 8
+  c.optim.num_epochs = 2.0
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.eval.knn_ks = (3,)
+  c.eval.batch_size = 16
+  c.eval.chunk_size = 8
+  c.eval.probe_epochs = 5
+  c.eval.random_init_baseline = False
+
+
 def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:
   """The ``data`` block's checks, shared by every image method."""
   d = cfg.data

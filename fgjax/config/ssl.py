@@ -215,26 +215,12 @@ def _preset_runlocal(c: ConfigDict) -> None:
   default; a folder or tfds set of an earlier preset: all of its images);
   the embedded data's sizes are shrunk, which a real source ignores.
   """
-  c.data.image_size = 16
-  c.data.base_size = 0
-  c.data.num_super = 2
-  c.data.fine_per_super = 2
-  c.data.train_per_class = 8
-  c.data.test_per_class = 4
-  c.data.global_batch_size = 8
+  shared.shrink_for_runlocal(c)
   c.model.encoder = "resnet18"
   c.model.width = 4
   c.model.cifar_stem = True
   c.model.bn_groups = 2
-  c.optim.num_epochs = 2.0
   c.optim.warmup_steps = 0
-  c.train.log_every = 1
-  c.train.checkpoint_every = 2
-  c.eval.knn_ks = (3,)
-  c.eval.batch_size = 16
-  c.eval.chunk_size = 8
-  c.eval.random_init_baseline = False
-  c.eval.probe_epochs = 5
   c.eval.knn_every = 2
 
 

@@ -179,27 +179,13 @@ def _preset_sop(c: ml_collections.ConfigDict) -> None:
 
 def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
   """Shrinks any config to a few seconds of compute (tests, smoke runs); keeps the data source."""
-  c.data.image_size = 16
-  c.data.num_super = 2
-  c.data.fine_per_super = 2
-  c.data.train_per_class = 8
-  c.data.test_per_class = 4
-  c.data.global_batch_size = 8
-  c.data.base_size = 0
+  shared.shrink_for_runlocal(c)
   c.model.encoder = "resnet18"
   c.model.width = 4
   c.model.cifar_stem = True
   c.augment.crop = "pad"
-  c.optim.num_epochs = 2.0
-  c.train.log_every = 1
-  c.train.checkpoint_every = 2
-  c.eval.knn_ks = (3,)
-  c.eval.batch_size = 16
-  c.eval.chunk_size = 8
-  c.eval.probe_epochs = 5
   c.eval.recall_ks = ()
   c.eval.knn_every = 0
-  c.eval.random_init_baseline = False
 
 
 def _objective(name: str):
@@ -336,26 +322,12 @@ def _preset_df20_mini(c: ml_collections.ConfigDict) -> None:
 
 def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
   """Seconds of compute (tests, smoke runs); keeps the data source (df20_mini's folder)."""
-  c.data.image_size = 16
-  c.data.num_super = 2
-  c.data.fine_per_super = 2
-  c.data.train_per_class = 8
-  c.data.test_per_class = 4
-  c.data.global_batch_size = 8
-  c.data.base_size = 0
+  shared.shrink_for_runlocal(c)
   c.model.width = 4
   if "proj_dim" in c.model:
     c.model.proj_dim = 8
-  c.optim.num_epochs = 2.0
   c.optim.warmup_steps = 0
-  c.train.log_every = 1
-  c.train.checkpoint_every = 2
-  c.eval.knn_ks = (3,)
-  c.eval.batch_size = 16
-  c.eval.chunk_size = 8
-  c.eval.probe_epochs = 5
   c.eval.knn_every = 0
-  c.eval.random_init_baseline = False
 
 
 _HCL_PRESET_FNS = {"vit": _preset_vit, "df20_mini": _preset_df20_mini, "runlocal": _preset_hcl_runlocal,
