@@ -49,15 +49,4 @@ echo "== PyTorch (launch/torch_moco_v2.py)"
 python launch/torch_moco_v2.py "${TORCH_MODEL[@]}" --batch="$BATCH" --precision="$PRECISION" \
   --steps="$STEPS" --warmup="$WARMUP" --json="$OUT_DIR/torch.json"
 
-python - "$OUT_DIR" <<'EOF'
-import json, sys
-out = sys.argv[1]
-f = json.load(open(f"{out}/fgjax.json"))
-t = json.load(open(f"{out}/torch.json"))
-m = f["moco"]
-print(f"\nMoCo v2 step, {f['config']} on {f['device']}:")
-print(f"  fgjax   {m['images_per_s']:9.1f} img/s  {m['ms_per_step']:8.1f} ms/step  "
-      f"{m['achieved_tflops']:.1f} TFLOP/s  MFU {100 * m['mfu']:.1f} % (ceiling {f['ceiling_tflops_per_device']:.1f} TFLOP/s)")
-print(f"  PyTorch {t['images_per_s']:9.1f} img/s  {t['ms_per_step']:8.1f} ms/step  ({t['framework']}, {t['device']})")
-print(f"  fgjax / PyTorch = {m['images_per_s'] / t['images_per_s']:.2f}x images/s")
-EOF
+python -m fgjax.tools.tables torch_comparison "$OUT_DIR"

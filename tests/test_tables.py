@@ -245,3 +245,20 @@ def test_learning_table_cli(tmp_path):
   assert run.stdout.endswith("| | |\n\n")  # what learning.md held before (the tee writes it)
   empty = _cli("learning", str(tmp_path / "nothing"))
   assert empty.returncode == 2 and "no finished runs" in empty.stderr
+
+
+def test_torch_comparison_reads_both_benchmarks(tmp_path):
+  import json
+  (tmp_path / "fgjax.json").write_text(json.dumps({
+      "config": "resnet50 width 64, global batch 128, 224 px, float32", "device": "H200",
+      "ceiling_tflops_per_device": 400.0,
+      "moco": {"images_per_s": 1500.0, "ms_per_step": 85.3, "achieved_tflops": 120.0, "mfu": 0.3}}))
+  (tmp_path / "torch.json").write_text(json.dumps({"images_per_s": 1200.0, "ms_per_step": 106.7,
+                                                  "framework": "torch 2.5", "device": "H200"}))
+  text = tables.torch_comparison(str(tmp_path))
+  assert "MoCo v2 step, resnet50 width 64, global batch 128, 224 px, float32 on H200:" in text
+  assert "  fgjax      1500.0 img/s      85.3 ms/step  120.0 TFLOP/s  MFU 30.0 % (ceiling 400.0 TFLOP/s)" in text
+  assert "  PyTorch    1200.0 img/s     106.7 ms/step  (torch 2.5, H200)" in text
+  assert text.endswith("fgjax / PyTorch = 1.25x images/s")
+  (tmp_path / "torch.json").unlink()
+  assert tables.main(["torch_comparison", str(tmp_path)]) == 2

@@ -282,7 +282,25 @@ def learning_table(runs_dir: str, curves: str | None = None) -> str:
 
 
 # name -> the table of parsed arguments
+# launch/gpu_bench.sh: fgjax's MoCo v2 step against PyTorch's, from the two benchmarks' JSON files
+
+
+def torch_comparison(out_dir: str) -> str:
+  """``OUT_DIR/fgjax.json`` (``python -m fgjax.tools.bench``) beside ``OUT_DIR/torch.json``
+  (``launch/torch_moco_v2.py``): images/s, ms/step, TFLOP/s, MFU and the ratio."""
+  f, t = _read(os.path.join(out_dir, "fgjax.json")), _read(os.path.join(out_dir, "torch.json"))
+  m = f["moco"]
+  return "\n".join([
+      f"\nMoCo v2 step, {f['config']} on {f['device']}:",
+      f"  fgjax   {m['images_per_s']:9.1f} img/s  {m['ms_per_step']:8.1f} ms/step  "
+      f"{m['achieved_tflops']:.1f} TFLOP/s  MFU {100 * m['mfu']:.1f} % "
+      f"(ceiling {f['ceiling_tflops_per_device']:.1f} TFLOP/s)",
+      f"  PyTorch {t['images_per_s']:9.1f} img/s  {t['ms_per_step']:8.1f} ms/step  ({t['framework']}, {t['device']})",
+      f"  fgjax / PyTorch = {m['images_per_s'] / t['images_per_s']:.2f}x images/s"])
+
+
 TABLES: dict[str, Callable[[argparse.Namespace], str]] = {
+    "torch_comparison": lambda a: torch_comparison(a.runs_dir),
     "perturb": lambda a: perturb_table(a.runs_dir, a.seeds),
     "base_indi": lambda a: base_indi_table(a.runs_dir, a.seeds),
     "hcl": lambda a: hcl_table(a.runs_dir, a.seeds),
