@@ -13,8 +13,8 @@ attention), ``supervised`` (MLP classifier on raw inputs), ``positives_only``,
 Schema and validation: fgjax/methods/class_attentive/config.py.
 """
 
-from fgjax.methods.class_attentive import config as class_attentive_config
+from fgjax.methods import registry
 
 
 def get_config(arg=None):
-  return class_attentive_config.class_attentive_config(arg)
+  return registry.config("class_attentive", arg)
