@@ -281,7 +281,6 @@ def learning_table(runs_dir: str, curves: str | None = None) -> str:
   return text[:-1] if text.endswith("\n") else text  # the CLI's print adds it back
 
 
-# name -> the table of parsed arguments
 # launch/gpu_bench.sh: fgjax's MoCo v2 step against PyTorch's, from the two benchmarks' JSON files
 
 
@@ -299,6 +298,7 @@ def torch_comparison(out_dir: str) -> str:
       f"  fgjax / PyTorch = {m['images_per_s'] / t['images_per_s']:.2f}x images/s"])
 
 
+# name -> the table of parsed arguments
 TABLES: dict[str, Callable[[argparse.Namespace], str]] = {
     "torch_comparison": lambda a: torch_comparison(a.runs_dir),
     "perturb": lambda a: perturb_table(a.runs_dir, a.seeds),
