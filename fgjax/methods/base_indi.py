@@ -100,15 +100,15 @@ def build_networks(cfg: ml_collections.ConfigDict, train_source: Any) -> Network
 def hparams_from_config(cfg: ml_collections.ConfigDict, nets: Networks, num_devices: int) -> HParams:
   local_batch = cfg.data.global_batch_size // num_devices
   # base, fine and indi have no base_indi block: lambda_I = 1 (indi's CE weight), auto capacity.
-  bi = cfg.get("base_indi") or ml_collections.ConfigDict({"instance_weight": 1.0, "group_capacity": 0})
-  capacity = bi.group_capacity
+  bi = cfg.get("base_indi")
+  capacity = bi.group_capacity if bi is not None else 0
   if not capacity and nets.layout is not None:
     capacity = nets.layout.auto_capacity(local_batch)
   a = cfg.augment
   return HParams(method=cfg.method, image_size=int(cfg.data.image_size),
                  local_bn_groups=max(1, cfg.model.bn_groups // num_devices),
                  crop=a.crop, pad=int(a.pad), scale=(float(a.scale[0]), float(a.scale[1])),
-                 flip=bool(a.flip), instance_weight=float(bi.instance_weight),
+                 flip=bool(a.flip), instance_weight=float(bi.instance_weight) if bi is not None else 1.0,
                  group_capacity=int(min(capacity or local_batch, local_batch)))
 
 

@@ -56,10 +56,11 @@ class HParams:
   image_size: int
   local_bn_groups: int
   crop_scale: tuple[float, float]
-  temperature: float
-  base_temperature: float
-  contrast_mode: str
-  soft_weight: float
+  # The ``supcon`` block's (None for CE, which has no such block and no temperature).
+  temperature: float | None = None
+  base_temperature: float | None = None
+  contrast_mode: str | None = None
+  soft_weight: float | None = None
 
 
 def build_encoder(m: ml_collections.ConfigDict) -> nn.Module:
@@ -92,13 +93,12 @@ def build_networks(cfg: ml_collections.ConfigDict, train_source: Any) -> Network
 def hparams_from_config(cfg: ml_collections.ConfigDict, nets: Networks, num_devices: int) -> HParams:
   """The step's settings; CE has no ``supcon`` block (its loss has no temperature)."""
   del nets
-  s = cfg.get("supcon") or ml_collections.ConfigDict(
-      {"temperature": 0.07, "base_temperature": 0.07, "contrast_mode": "all", "soft_weight": 0.5})
+  s = cfg.get("supcon")
+  loss = {} if s is None else dict(temperature=float(s.temperature), base_temperature=float(s.base_temperature),
+                                   contrast_mode=s.contrast_mode, soft_weight=float(s.soft_weight))
   return HParams(method=cfg.method, image_size=int(cfg.data.image_size),
                  local_bn_groups=max(1, cfg.model.bn_groups // num_devices),
-                 crop_scale=(float(cfg.augment.scale[0]), float(cfg.augment.scale[1])),
-                 temperature=float(s.temperature), base_temperature=float(s.base_temperature),
-                 contrast_mode=s.contrast_mode, soft_weight=float(s.soft_weight))
+                 crop_scale=(float(cfg.augment.scale[0]), float(cfg.augment.scale[1])), **loss)
 
 
 def create_state(cfg: ml_collections.ConfigDict, nets: Networks, rng: jax.Array, *,

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
       continue
     workdir = os.path.join(args.runs, name)
     if not args.no_run:
-      subprocess.run(["rm", "-rf", workdir], check=True)
+      shutil.rmtree(workdir, ignore_errors=True)
       _run([f"--config={config}", f"--workdir={workdir}"])
       if name == "moco":
         _run(["--config=configs/evaluate.py:runlocal", f"--config.workdir={workdir}"])
