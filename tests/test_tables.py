@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from fgjax.evaluate import repro_table
 from fgjax.tools import tables
 
 
@@ -44,6 +45,89 @@ def test_mean_std():
 
 
 # ----------------------------------------------------------------------------
+# fgjax.evaluate.repro_table: the shared writer
+
+
+def test_spread_verdict():
+  assert repro_table.spread_verdict([3, 4], [1, 2]) == "higher"
+  assert repro_table.spread_verdict([0, 0.5], [1, 2]) == "lower"
+  assert repro_table.spread_verdict([1.5, 3], [1, 2]) == "within the spread"
+  assert repro_table.spread_verdict([2, 3], [1, 2]) == "within the spread"  # a tie is not outside
+  assert repro_table.spread_verdict([5], [1, 2]) == "n/a (one seed)"
+  assert repro_table.spread_verdict([], [1, 2]) == "n/a"
+
+
+def _toy_tree(runs_dir, skip=()):
+  """Rows 'base' and 'new', 3 seeds; accuracy a = 0.1 (s + 1) (+ 0.5 for 'new'), count c = 10 s."""
+  for name, shift in (("base", 0.0), ("new", 0.5)):
+    for s in range(3):
+      if (name, s) in skip:
+        continue
+      results = {"trained": {"a": 0.1 * (s + 1) + shift, "c": 10 * s}, "run": {"wall time s": 60.0 * (s + 1)}}
+      if name == "base":
+        results["random_init"] = {"a": 0.01 * (s + 1), "c": 100}
+      _write(runs_dir, name, s, results)
+
+
+_TOY_ROWS = (repro_table.Row("base", "Base", "1 / 2"), repro_table.Row("new", "New", "3 / 4"))
+_TOY_COLS = (repro_table.Column("acc", "a"), repro_table.Column("count", "c", scale=1, digits=1, compare=False))
+
+
+def test_render_exact(tmp_path):
+  _toy_tree(str(tmp_path))
+  runs = repro_table.gather(str(tmp_path), ["base", "new"], 3)
+  assert runs.missing == []
+  lines = repro_table.render(runs, _TOY_ROWS, _TOY_COLS, caption="Toy.", baseline=_TOY_ROWS[0],
+                             paper_title="paper a / b", random_init_from=["base"], title="T")
+  assert lines == [
+      "### T", "", "Toy.", "",
+      "| method | acc | count | paper a / b |",
+      "|---|---|---|---|",
+      "| random init (3 runs) | 2.00 ± 1.00 | 100.0 ± 0.0 | - |",  # 1, 2, 3 % and 100, 100, 100
+      "| Base | 20.00 ± 10.00 | 10.0 ± 10.0 | 1 / 2 |",  # 10, 20, 30 % and 0, 10, 20
+      "| New | 70.00 ± 10.00 | 10.0 ± 10.0 | 3 / 4 |",
+      "",
+      "Difference of means to Base, in points; *higher* / *lower*: every seed of the method lies above / below "
+      "every seed of the baseline (outside the seed spread).",
+      "",
+      "| vs Base | acc |",
+      "|---|---|",
+      "| New | +50.00 (higher) |",
+      "",
+      "Per seed (random init in brackets where the run measured it):",
+      "",
+      "| method | seed | acc | count |",
+      "|---|---|---|---|",
+      "| Base | 0 | 10.00 (1.00) | 0.0 (100.0) |",
+      "| Base | 1 | 20.00 (2.00) | 10.0 (100.0) |",
+      "| Base | 2 | 30.00 (3.00) | 20.0 (100.0) |",
+      "| New | 0 | 60.00 | 0.0 |",
+      "| New | 1 | 70.00 | 10.0 |",
+      "| New | 2 | 80.00 | 20.0 |",
+      "",
+      "Wall time of each run (training and its evaluations):",
+      "",
+      "- Base: seed 0 1.0 min, seed 1 2.0 min, seed 2 3.0 min",
+      "- New: seed 0 1.0 min, seed 1 2.0 min, seed 2 3.0 min",
+      "- sum over the table's runs: 12.0 min"]
+
+
+def test_a_missing_run_is_reported_never_dropped(tmp_path):
+  _toy_tree(str(tmp_path), skip={("new", 1), ("new", 2)})
+  runs = repro_table.gather(str(tmp_path), ["base", "new", "absent"], 3)
+  assert runs.missing == [os.path.join(str(tmp_path), d) for d in ("new_seed1", "new_seed2", "absent_seed0",
+                                                                   "absent_seed1", "absent_seed2")]
+  rows = _TOY_ROWS + (repro_table.Row("absent", "Absent"),)
+  text = "\n".join(repro_table.render(runs, rows, _TOY_COLS, caption="Toy.", baseline=rows[0]))
+  assert "| New (1 of 3 seeds) | 60.00 | 0.0 | 3 / 4 |" in text  # the seed there is, counted as such
+  assert "| Absent | missing | missing | - |" in text
+  assert "| New (1 of 3 seeds) | +40.00 (n/a (one seed)) |" in text
+  assert "| New | 1 | missing | missing |" in text and "| Absent | 2 | missing | missing |" in text
+  assert text.endswith("\n".join(["**Missing runs (5)**, not in the means above (unfinished or never run):", ""]
+                                 + [f"- {p}" for p in runs.missing]))
+
+
+# ----------------------------------------------------------------------------
 # launch/perturb_table.sh
 
 
@@ -52,98 +136,118 @@ _PERTURB_KEYS = ("probe100_top1_fine", "probe50_top1_fine", "probe20_top1_fine",
 
 
 def _perturb_tree(runs_dir, seeds=3, skip=()):
-  for _, name in tables.PERTURB_ROWS:
+  for row in tables.PERTURB_ROWS:
     for s in range(seeds):
-      if (name, s) in skip:
+      if (row.name, s) in skip:
         continue
-      # Column c of seed s: 0.1 (s + 1) + 0.01 c, Perturb-MoCo 0.05 higher.
-      shift = 0.05 if name == "perturb_moco" else 0.0
-      results = {"trained": {k: 0.1 * (s + 1) + 0.01 * c + shift for c, k in enumerate(_PERTURB_KEYS)}}
-      if name == "moco" and s == 0:
-        results["random_init"] = {k: 0.05 for k in _PERTURB_KEYS}
-      _write(runs_dir, name, s, results)
+      # Column c of seed s: 0.1 (s + 1) + 0.01 c, Perturb-MoCo 0.05 higher; super classes 0.5 higher.
+      shift = 0.05 if row.name == "perturb_moco" else 0.0
+      trained = {k: 0.1 * (s + 1) + 0.01 * c + shift for c, k in enumerate(_PERTURB_KEYS)}
+      trained.update({k.replace("_fine", "_super"): v + 0.5 for k, v in trained.items()})
+      results = {"trained": trained}
+      if row.name == "moco" and s == 0:
+        results["random_init"] = {k: 0.05 for k in trained}
+      _write(runs_dir, row.name, s, results)
 
 
-def test_perturb_table_exact(tmp_path):
+def test_perturb_table_layout(tmp_path):
   _perturb_tree(str(tmp_path))
+  lines = tables.perturb_table(str(tmp_path), 3).splitlines()
   same = "| 20.00 ± 10.00 | 21.00 ± 10.00 | 22.00 ± 10.00 | 23.00 ± 10.00 | 24.00 ± 10.00 | 25.00 ± 10.00 |"
-  assert tables.perturb_table(str(tmp_path), 3) == "\n".join([
-      "Embedded patches data, fine classes (32), test split; mean ± std over 3 seed(s), in %.",
-      "",
-      "| method | linear 100 % | linear 50 % | linear 20 % | rank-1 | mAP | kNN |",
-      "|---|---|---|---|---|---|---|",
-      "| random init (seed 0) | 5.00 | 5.00 | 5.00 | 5.00 | 5.00 | 5.00 |",
-      "| MoCo v2 " + same,
+  fine = lines.index("### Fine classes")
+  assert lines[fine + 4:fine + 14] == [
+      "| method | linear 100 % | linear 50 % | linear 20 % | rank-1 | mAP | kNN | "
+      "paper, CUB-200: linear 100 / 50 / 20 %, rank-1, mAP |",
+      "|---|---|---|---|---|---|---|---|",
+      "| random init (1 run) | 5.00 | 5.00 | 5.00 | 5.00 | 5.00 | 5.00 | - |",
+      "| MoCo v2 " + same + " 63.98 / 56.35 / 42.63 / 39.72 / 15.91 |",
       "| Perturb-MoCo (full) | 25.00 ± 10.00 | 26.00 ± 10.00 | 27.00 ± 10.00 | 28.00 ± 10.00 | 29.00 ± 10.00 | "
-      "30.00 ± 10.00 |",
-      "|   Grad-CAM noise only (v + v^g) " + same,
-      "|   low-variance noise only (v + v^var) " + same,
-      "|   L_C + alpha L_R only (no pairs) " + same,
-      "| SimSiam " + same,
-      "| Perturb-SimSiam (full) " + same])
+      "30.00 ± 10.00 | 66.17 / 60.84 / 49.69 / 42.06 / 19.70 |",
+      "|   Grad-CAM noise only (v + v^g) " + same + " 66.04 / - / - / 41.02 / - |",
+      "|   low-variance noise only (v + v^var) " + same + " 65.91 / - / - / 41.69 / - |",
+      "|   L_C + alpha L_R only (no pairs) " + same + " Fig. 5 (Cars): < 1 point over MoCo v2 |",
+      "| SimSiam " + same + " 46.75 / - / - / 16.24 / - |",
+      "| Perturb-SimSiam (full) " + same + " 57.80 / - / - / 24.67 / - |"]
+  # Seeds 0.1 apart, Perturb-MoCo 5 points up: within the spread of MoCo's seeds.
+  assert "| Perturb-MoCo (full) | +5.00 (within the spread) | +5.00 (within the spread) |" in "\n".join(lines)
+  assert "| Perturb-MoCo (full) | 2 | 35.00 | 36.00 | 37.00 | 38.00 | 39.00 | 40.00 |" in lines
+  sup = lines.index("### Super-classes")
+  assert lines[sup + 7] == ("| MoCo v2 | 70.00 ± 10.00 | 71.00 ± 10.00 | 72.00 ± 10.00 | 73.00 ± 10.00 | "
+                            "74.00 ± 10.00 | 75.00 ± 10.00 | - |")  # the paper has no super-class level
 
 
-def test_missing_seed_and_missing_run_are_named(tmp_path):
+def test_perturb_table_lists_each_missing_run_once(tmp_path):
   _perturb_tree(str(tmp_path), skip={("simsiam", 1), ("no_pairs", 0)})
-  with pytest.raises(FileNotFoundError) as e:
-    tables.perturb_table(str(tmp_path), 3)
-  message = str(e.value)
-  assert message.startswith("2 run(s) of the table have no results.json")
-  assert os.path.join(str(tmp_path), "simsiam_seed1", "results.json") in message
-  assert os.path.join(str(tmp_path), "no_pairs_seed0", "results.json") in message
-  # Asking for more seeds than were run names the missing seed of every row.
-  _perturb_tree(str(tmp_path / "complete"))
-  with pytest.raises(FileNotFoundError, match="7 run\\(s\\).*moco_seed3"):
-    tables.perturb_table(str(tmp_path / "complete"), 4)
+  text = tables.perturb_table(str(tmp_path), 3)
+  assert text.count("**Missing runs (2)**") == 1 and text.endswith(
+      f"- {os.path.join(str(tmp_path), 'no_pairs_seed0')}\n- {os.path.join(str(tmp_path), 'simsiam_seed1')}")
+  assert text.count("| SimSiam (2 of 3 seeds) |") == 4  # summary and comparison, fine and super
 
 
-def test_cli_prints_the_table_or_one_error_line(tmp_path):
+def test_cli_prints_the_table_and_curves_or_one_error_line(tmp_path):
   _perturb_tree(str(tmp_path))
   ok = _cli("perturb", str(tmp_path), "--seeds", "3")
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert ok.stdout == tables.perturb_table(str(tmp_path), 3) + "\n"
-  bad = _cli("perturb", str(tmp_path), "--seeds", "4")
-  assert bad.returncode == 2 and bad.stdout == ""
-  assert bad.stderr.startswith("python -m fgjax.tools.tables: error: 7 run(s) of the table have no results.json")
-  assert "Traceback" not in bad.stderr
+  more = _cli("perturb", str(tmp_path), "--seeds", "4")  # seed 3 missing everywhere: listed, not an error
+  assert more.returncode == 0 and "**Missing runs (7)**" in more.stdout
+  empty = _cli("perturb", str(tmp_path / "nothing"))
+  assert empty.returncode == 2 and empty.stdout == ""
+  assert empty.stderr.startswith("python -m fgjax.tools.tables: error: no run of the table under ")
+  assert "Traceback" not in empty.stderr
   assert _cli("nosuchtable", str(tmp_path)).returncode == 2
+  # --curves: one PNG of every run's online kNN curve (metrics.jsonl of the monitor).
+  for s in range(3):
+    with open(os.path.join(str(tmp_path), f"moco_seed{s}", "metrics.jsonl"), "w") as f:
+      for step in (0, 10):
+        f.write(json.dumps({"step": step, "knn20_top1_fine": 0.1 + step / 100}) + "\n")
+  drawn = _cli("perturb", str(tmp_path), "--curves", str(tmp_path / "curves.png"))
+  assert drawn.returncode == 0, drawn.stderr[-2000:]
+  assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ----------------------------------------------------------------------------
 # launch/base_indi_table.sh
 
 
-def test_base_indi_table_exact(tmp_path):
+def test_base_indi_table_per_setting(tmp_path):
   recall_fine = [f"recall@{k}_fine" for k in (1, 2, 4, 8)]
   recall_super = [f"recall@{k}_super" for k in (1, 2, 4, 8)]
-  for _, name in tables.BASE_INDI_ROWS:
-    for s, value in enumerate((0.5, 0.7)):
-      keys = recall_fine + recall_super + ([] if name in ("indi", "fine") else ["head_top1_super", "head_top5_super"])
-      _write(str(tmp_path), name, s, {"trained": {k: value for k in keys}})
-  lines = tables.base_indi_table(str(tmp_path), 2).splitlines()
-  cell = "60.00 ± 14.14"
-  assert lines[2:6] == ["Super-classes (Table 1):", "",
-                        "| method | Top1 Acc | Top5 Acc | R@1 | R@2 | R@4 | R@8 | paper (CIFAR-100) |",
-                        "|---|---|---|---|---|---|---|---|"]
-  assert lines[6] == f"| Base | {' | '.join([cell] * 6)} | 85.60 / 97.53 / 81.07 / 87.02 / 90.68 / 93.24 |"
-  # Indi has no super-class head: '-' in the run and in the paper.
-  assert lines[7] == f"| Indi | - | - | {' | '.join([cell] * 4)} | - / - / 22.42 / 32.94 / 46.83 / 62.62 |"
-  assert [line.split(" | ")[0] for line in lines[6:10]] == ["| Base", "| Indi", "| Base-Indi", "| Base-Indi_eff"]
-  assert lines[10:14] == ["", "Fine classes (Table 2):", "",
-                          "| method | R@1 | R@2 | R@4 | R@8 | paper R@1 / 2 / 4 / 8 (CIFAR-100) |"]
-  assert lines[15] == f"| Base | {' | '.join([cell] * 4)} | 37.06 / 51.63 / 67.04 / 79.91 |"
-  assert lines[19] == f"| Fine | {' | '.join([cell] * 4)} | 71.77 / 78.80 / 84.06 / 88.34 |"
-  assert len(lines) == 20
+  for setting, value0 in (("blank", 0.5), ("tinted", 0.3)):
+    for name, _ in tables.BASE_INDI_TITLES:
+      for s, value in enumerate((value0, value0 + 0.2)):
+        keys = recall_fine + recall_super + ([] if name in ("indi", "fine") else ["head_top1_super",
+                                                                                  "head_top5_super"])
+        _write(str(tmp_path), name, s, {"trained": {k: value for k in keys}}, setting=setting)
+  text = tables.base_indi_table(str(tmp_path), 2)
+  lines = text.splitlines()
+  assert lines[0] == "## Data: blank, blank backgrounds (the paper's synthetic set)"
+  assert "## Data: tinted, tinted backgrounds, the harder setting (the default data)" in lines
+  head = lines.index("### blank: super-classes (Table 1)")
+  assert lines[head + 4:head + 10] == [
+      "| method | Top1 Acc | Top5 Acc | R@1 | R@2 | R@4 | R@8 | paper (CIFAR-100) |",
+      "|---|---|---|---|---|---|---|---|",
+      f"| Base | {' | '.join(['60.00 ± 14.14'] * 6)} | 85.60 / 97.53 / 81.07 / 87.02 / 90.68 / 93.24 |",
+      # Indi has no super-class head: '-' in the run and in the paper.
+      f"| Indi | - | - | {' | '.join(['60.00 ± 14.14'] * 4)} | - / - / 22.42 / 32.94 / 46.83 / 62.62 |",
+      f"| Base-Indi | {' | '.join(['60.00 ± 14.14'] * 6)} | 86.27 / 98.15 / 82.38 / 87.97 / 91.42 / 94.10 |",
+      f"| Base-Indi_eff | {' | '.join(['60.00 ± 14.14'] * 6)} | 86.08 / 97.92 / 82.28 / 87.51 / 91.43 / 94.15 |"]
+  fine = lines.index("### tinted: fine classes (Table 2)")
+  assert lines[fine + 4] == "| method | R@1 | R@2 | R@4 | R@8 | paper R@1 / 2 / 4 / 8 (CIFAR-100) |"
+  assert lines[fine + 10] == f"| Fine | {' | '.join(['40.00 ± 14.14'] * 4)} | 71.77 / 78.80 / 84.06 / 88.34 |"
+  assert "Missing runs" not in text
+  with pytest.raises(FileNotFoundError, match="no run of the table under .*hard"):
+    tables.base_indi_table(str(tmp_path), 2, ["blank", "hard"])
 
 
 # ----------------------------------------------------------------------------
 # launch/hcl_table.sh
 
 
-def _hcl_tree(runs_dir, ce_outliers=(10, 20)):
-  outliers = {"ce": ce_outliers, "supcon": (5, 10), "hcl": (2, 10)}
-  for _, name in tables.HCL_ROWS:
-    for s in range(2):
+def _hcl_tree(runs_dir, ce_outliers=(10, 20), sweep=True):
+  outliers = {"ce": ce_outliers, "supcon": (5, 10), "hcl": (2, 10), "hcl_soft0.25": (4, 0), "hcl_soft0.75": (1, 0)}
+  for name in outliers if sweep else ("ce", "supcon", "hcl"):
+    for s in range(2 if name in ("ce", "supcon", "hcl") else 1):
       trained = {"knn5_top1_super": 0.9, "knn20_top1_fine": (0.5, 0.7)[s], "probe100_top1_fine": 0.4,
                  "outliers_super": outliers[name][s], "outlier_share_super": (0.1, 0.2)[s]}
       _write(runs_dir, name, s, {"trained": trained, "run": {"data": "24 species, 6 genera"}})
@@ -151,38 +255,36 @@ def _hcl_tree(runs_dir, ce_outliers=(10, 20)):
 
 def test_hcl_table_exact(tmp_path):
   _hcl_tree(str(tmp_path))
-  lines = tables.hcl_table(str(tmp_path), 2).splitlines()
-  assert lines[0].startswith("Embedded hierarchy data (24 species, 6 genera); test split; mean ± std over 2 seed(s).")
-  assert lines[2].startswith("| method | genus outliers | share % | reduction vs CE % |")
+  text = tables.hcl_table(str(tmp_path), 2, sweep_seeds=1)
+  lines = text.splitlines()
+  assert lines[0].startswith("Embedded hierarchy data (24 species, 6 genera), test split.")
+  head = lines.index("### CE, SupCon, HCL")
+  assert lines[head + 4].startswith("| method | genus outliers | share % | reduction vs CE % | species kNN top-1 % |")
   # Reduction per seed: SupCon 1 - 5/10, 1 - 10/20 = 50 %, 50 %; HCL 1 - 2/10, 1 - 10/20 = 80 %, 50 %.
-  assert lines[4:] == [
-      "| CE | 15.0 ± 7.1 | 15.00 ± 7.07 | - | 60.00 ± 14.14 | 40.00 ± 0.00 | 725 (~20 %) |",
-      "| SupCon | 7.5 ± 3.5 | 15.00 ± 7.07 | 50.0 ± 0.0 | 60.00 ± 14.14 | 40.00 ± 0.00 | 423 (-41.7 %) |",
-      "| HCL | 6.0 ± 5.7 | 15.00 ± 7.07 | 65.0 ± 21.2 | 60.00 ± 14.14 | 40.00 ± 0.00 | 201 (-72.3 %) |"]
+  assert lines[head + 6:head + 9] == [
+      "| CE | 15.0 ± 7.1 | 15.00 ± 7.07 | - | 60.00 ± 14.14 | 40.00 ± 0.00 | 90.00 ± 0.00 | 725 (~20 %) |",
+      "| SupCon | 7.5 ± 3.5 | 15.00 ± 7.07 | 50.00 ± 0.00 | 60.00 ± 14.14 | 40.00 ± 0.00 | 90.00 ± 0.00 | "
+      "423 (-41.7 %) |",
+      "| HCL (lambda 0.5) | 6.0 ± 5.7 | 15.00 ± 7.07 | 65.00 ± 21.21 | 60.00 ± 14.14 | 40.00 ± 0.00 | "
+      "90.00 ± 0.00 | 201 (-72.3 %) |"]
+  sweep = lines.index("### A sweep of HCL's lambda (the paper gives none)")
+  assert lines[sweep + 6:sweep + 10] == [
+      "| CE | 10.0 | 10.00 | - | 50.00 | 40.00 | 90.00 | 725 (~20 %) |",
+      "| HCL (lambda 0.5) | 2.0 | 10.00 | 80.00 | 50.00 | 40.00 | 90.00 | 201 (-72.3 %) |",
+      "| HCL (lambda 0.25) | 4.0 | 10.00 | 60.00 | 50.00 | 40.00 | 90.00 | - |",
+      "| HCL (lambda 0.75) | 1.0 | 10.00 | 90.00 | 50.00 | 40.00 | 90.00 | - |"]
+  assert "Missing runs" not in text
+  _cli_run = _cli("hcl", str(tmp_path), "--seeds", "2", "--sweep_seeds", "2")  # the sweep's seed 1: missing
+  assert _cli_run.returncode == 0 and "**Missing runs (2)**" in _cli_run.stdout
+  assert "| HCL (lambda 0.25) (1 of 2 seeds) |" in _cli_run.stdout
 
 
 def test_hcl_reduction_when_ce_has_no_outliers(tmp_path):
   # The old heredoc crashed here (statistics.stdev of a NaN); the cell now says nan.
-  _hcl_tree(str(tmp_path), ce_outliers=(0, 20))
+  _hcl_tree(str(tmp_path), ce_outliers=(0, 20), sweep=False)
   lines = tables.hcl_table(str(tmp_path), 2).splitlines()
-  assert lines[5].split(" | ")[3] == "nan ± nan"
-
-
-# ----------------------------------------------------------------------------
-# launch/moco_vs_perturb.sh
-
-
-def test_moco_vs_perturb_table_exact(tmp_path):
-  keys = ("knn20_top1_fine", "probe100_top1_fine", "probe20_top1_fine", "rank1_fine", "rank5_fine", "map_fine",
-          "knn20_top1_super", "map_super")
-  _write(str(tmp_path), "moco", 0, {"trained": {k: 0.5 for k in keys}, "random_init": {k: 0.1 for k in keys}})
-  _write(str(tmp_path), "perturb_moco", 0, {"trained": {k: 0.625 for k in keys}})
-  assert tables.moco_vs_perturb_table(str(tmp_path), 1).splitlines() == [
-      "| encoder | " + " | ".join(keys) + " |",
-      "|---|" + "---|" * 8,
-      "| moco |" + " 50.00 |" * 8,
-      "| random init |" + " 10.00 |" * 8,  # from the MoCo runs, listed after MoCo (the script's order)
-      "| perturb_moco |" + " 62.50 |" * 8]
+  supcon = [line for line in lines if line.startswith("| SupCon |")][0]
+  assert supcon.split(" | ")[3] == "nan ± nan"
 
 
 # ----------------------------------------------------------------------------

@@ -1,25 +1,31 @@
 r"""The Markdown tables of the reproduction scripts in ``launch/``, from their runs' results.json.
 
-  python -m fgjax.tools.tables perturb RUNS_DIR --seeds 3          # launch/perturb_table.sh
-  python -m fgjax.tools.tables base_indi RUNS_DIR --seeds 3        # launch/base_indi_table.sh
+  python -m fgjax.tools.tables perturb RUNS_DIR --seeds 2          # launch/perturb_table.sh
+  python -m fgjax.tools.tables base_indi RUNS_DIR --seeds 3 [--settings blank,tinted]
   python -m fgjax.tools.tables hcl RUNS_DIR --seeds 3              # launch/hcl_table.sh
-  python -m fgjax.tools.tables moco_vs_perturb RUNS_DIR --seeds 1  # launch/moco_vs_perturb.sh
   python -m fgjax.tools.tables class_attentive RUNS_DIR --seeds 3 [--settings default,hard]
   python -m fgjax.tools.tables learning RUNS_DIR [--curves PNG]    # launch/learning_check.sh
 
 prints the table on stdout (the scripts ``tee`` it into ``RUNS_DIR/table.md`` or
-``learning.md``). Runs are ``RUNS_DIR/<row>_seed<s>/results.json`` for seeds
-``0 .. N-1`` (the class-attentive runs one level deeper:
-``RUNS_DIR/<setting>/<row>_seed<s>``). Every cell over seeds is :func:`mean_std`
-(percent for accuracies). A missing run is an error naming every missing file
-(exit 2), except in the class-attentive table, which shows the runs there are
-and the seed count of a partial row (a setting without any run is the error),
-and the learning table, which takes whatever ``<name>_seed<k>`` runs exist.
+``learning.md``); ``--curves PNG`` also draws the online kNN curve of every run
+found under RUNS_DIR, one panel per method (and setting). Runs are
+``RUNS_DIR/<row>_seed<s>/results.json`` for seeds ``0 .. N-1`` (the Base-Indi and
+class-attentive runs one level deeper: ``RUNS_DIR/<setting>/<row>_seed<s>``).
+
+The papers' tables (perturb, base_indi, hcl) are
+:mod:`fgjax.evaluate.repro_table` sections: mean ± std per method beside the
+paper's figures, a random-init row, the difference to the baseline with its
+seed-spread verdict, every seed's values and wall times; a missing run is listed
+as missing and its row says how many seeds it has. The class-attentive table
+shows the runs there are and the seed count of a partial row (a setting without
+any run is the error, exit 2); the learning table takes whatever
+``<name>_seed<k>`` runs exist.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -30,6 +36,9 @@ from typing import Callable
 from typing import Sequence
 
 from fgjax.evaluate import learning_table as learning
+from fgjax.evaluate import repro_table
+from fgjax.evaluate.repro_table import Column
+from fgjax.evaluate.repro_table import Row
 from fgjax.evaluate.stats import mean_std
 
 
@@ -38,55 +47,73 @@ def _read(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def collect(runs_dir: str, names: Sequence[str], seeds: int) -> dict[str, list[dict[str, Any]]]:
-  """``{name: [results.json of RUNS_DIR/<name>_seed<s> for s in 0..seeds-1]}``.
+# ----------------------------------------------------------------------------
+# The columns the tables share
 
-  Raises:
-    FileNotFoundError: some run has no results.json (the message lists them all).
-  """
-  paths = {name: [os.path.join(runs_dir, f"{name}_seed{s}", "results.json") for s in range(seeds)]
-           for name in names}
-  missing = [p for ps in paths.values() for p in ps if not os.path.isfile(p)]
-  if missing:
-    raise FileNotFoundError(f"{len(missing)} run(s) of the table have no results.json (unfinished or "
-                            f"never run; --seeds {seeds}): {', '.join(missing)}")
-  return {name: [_read(p) for p in ps] for name, ps in paths.items()}
+
+def _knn_key(section: dict[str, Any], level: str) -> str | None:
+  """The run's kNN top-1 key of ``level`` (``knn<k>_top1_<level>``: k is the run's ``eval.knn_k``)."""
+  keys = sorted(k for k in section if k.startswith("knn") and k.endswith(f"_top1_{level}"))
+  return keys[0] if keys else None
+
+
+def _knn(level: str, title: str) -> Column:
+  return Column(title, value=lambda s, _seed, _runs: s.get(_knn_key(s, level) or "", None))
+
+
+def _tables(runs: repro_table.Runs, sections: Sequence[tuple[str, Sequence[Row], Sequence[Column], str]], *,
+            caption: str, baseline: Row, random_init_from: Sequence[str]) -> str:
+  """Several :func:`repro_table.render` sections of the same runs (e.g. fine and super classes)."""
+  if not runs.results:
+    raise FileNotFoundError(f"no run of the table under {runs.runs_dir} (<row>_seed<s>/results.json, rows "
+                            f"{sorted({row.name for _, rows, _, _ in sections for row in rows})})")
+  lines = [caption, ""]
+  for title, rows, columns, paper_title in sections:
+    lines += repro_table.render(runs, rows, columns, caption=f"Mean ± std over {runs.seeds} seed(s), in %.",
+                                baseline=baseline, paper_title=paper_title, random_init_from=random_init_from,
+                                title=title, list_missing=False)
+    lines.append("")
+  lines += repro_table.missing_runs(runs)
+  return "\n".join(lines).rstrip("\n")
 
 
 # ----------------------------------------------------------------------------
 # launch/perturb_table.sh: the paper's Tables 3-4 (Perturb-SSL and its ablations)
 
-PERTURB_ROWS = (("MoCo v2", "moco"), ("Perturb-MoCo (full)", "perturb_moco"),
-                ("  Grad-CAM noise only (v + v^g)", "gradcam_only"),
-                ("  low-variance noise only (v + v^var)", "lowvar_only"),
-                ("  L_C + alpha L_R only (no pairs)", "no_pairs"),
-                ("SimSiam", "simsiam"), ("Perturb-SimSiam (full)", "perturb_simsiam"))
-_PERTURB_COLS = (("probe100_top1_fine", "linear 100 %"), ("probe50_top1_fine", "linear 50 %"),
-                 ("probe20_top1_fine", "linear 20 %"), ("rank1_fine", "rank-1"), ("map_fine", "mAP"),
-                 ("knn20_top1_fine", "kNN"))
+# The paper's CUB-200 figures (Tables 1, 3, 4): linear top-1 at 100 / 50 / 20 % of the labels, rank-1, mAP;
+# '-' where the paper gives none. The L_C + alpha L_R ablation is only in its Fig. 5 (Stanford Cars).
+PERTURB_ROWS = (
+    Row("moco", "MoCo v2", "63.98 / 56.35 / 42.63 / 39.72 / 15.91"),
+    Row("perturb_moco", "Perturb-MoCo (full)", "66.17 / 60.84 / 49.69 / 42.06 / 19.70"),
+    Row("gradcam_only", "  Grad-CAM noise only (v + v^g)", "66.04 / - / - / 41.02 / -"),
+    Row("lowvar_only", "  low-variance noise only (v + v^var)", "65.91 / - / - / 41.69 / -"),
+    Row("no_pairs", "  L_C + alpha L_R only (no pairs)", "Fig. 5 (Cars): < 1 point over MoCo v2"),
+    Row("simsiam", "SimSiam", "46.75 / - / - / 16.24 / -"),
+    Row("perturb_simsiam", "Perturb-SimSiam (full)", "57.80 / - / - / 24.67 / -"))
+
+
+def _perturb_columns(level: str) -> list[Column]:
+  return [Column("linear 100 %", f"probe100_top1_{level}"), Column("linear 50 %", f"probe50_top1_{level}"),
+          Column("linear 20 %", f"probe20_top1_{level}"), Column("rank-1", f"rank1_{level}"),
+          Column("mAP", f"map_{level}"), _knn(level, "kNN")]
 
 
 def perturb_table(runs_dir: str, seeds: int) -> str:
-  """Fine-class linear probes, retrieval and kNN per method; random init from ``moco_seed0``."""
-  res = collect(runs_dir, [name for _, name in PERTURB_ROWS], seeds)
-  lines = [f"Embedded patches data, fine classes (32), test split; mean ± std over {seeds} seed(s), in %.", "",
-           "| method | " + " | ".join(title for _, title in _PERTURB_COLS) + " |",
-           "|---|" + "---|" * len(_PERTURB_COLS)]
-  base = res["moco"][0].get("random_init")
-  if base:
-    lines.append("| random init (seed 0) | " + " | ".join(f"{100 * base[k]:.2f}" for k, _ in _PERTURB_COLS) + " |")
-  for title, name in PERTURB_ROWS:
-    trained = [r["trained"] for r in res[name]]
-    lines.append(f"| {title} | " + " | ".join(mean_std([t[k] for t in trained], scale=100)
-                                              for k, _ in _PERTURB_COLS) + " |")
-  return "\n".join(lines)
+  """Fine and super classes: linear probes, retrieval and kNN per method (Tables 3-4), vs MoCo v2."""
+  runs = repro_table.gather(runs_dir, [row.name for row in PERTURB_ROWS], seeds)
+  super_rows = [dataclasses.replace(row, paper="-") for row in PERTURB_ROWS]  # the paper has no super level
+  return _tables(runs, [
+      ("Fine classes", PERTURB_ROWS, _perturb_columns("fine"), "paper, CUB-200: linear 100 / 50 / 20 %, rank-1, mAP"),
+      ("Super-classes", super_rows, _perturb_columns("super"), "paper")],
+      caption="Embedded patches data (8 super-classes x 4 fine classes), test split. Linear: probe on frozen "
+              "features with 100 / 50 / 20 % of the train labels; rank-1, mAP: leave-one-out retrieval; kNN: "
+              "weighted, train -> test. Paper: ResNet-50 from ImageNet weights, 100 epochs on CUB-200.",
+      baseline=PERTURB_ROWS[0], random_init_from=["moco"])
 
 
 # ----------------------------------------------------------------------------
-# launch/base_indi_table.sh: the paper's Tables 1-2 (Base-Indi)
+# launch/base_indi_table.sh: the paper's Tables 1-2 (Base-Indi), per data setting
 
-BASE_INDI_ROWS = (("Base", "base"), ("Indi", "indi"), ("Base-Indi", "base_indi"), ("Base-Indi_eff", "eff"),
-                  ("Fine", "fine"))
 # The paper's CIFAR-100 numbers: Table 1 (super: top-1, top-5, R@1/2/4/8), Table 2 (fine: R@1/2/4/8).
 PAPER_BASE_INDI_SUPER = {"base": [85.60, 97.53, 81.07, 87.02, 90.68, 93.24],
                          "indi": [None, None, 22.42, 32.94, 46.83, 62.62],
@@ -95,90 +122,84 @@ PAPER_BASE_INDI_SUPER = {"base": [85.60, 97.53, 81.07, 87.02, 90.68, 93.24],
 PAPER_BASE_INDI_FINE = {"base": [37.06, 51.63, 67.04, 79.91], "indi": [13.57, 19.22, 27.08, 37.29],
                         "base_indi": [56.95, 67.97, 77.50, 85.50], "eff": [56.62, 68.04, 77.46, 85.11],
                         "fine": [71.77, 78.80, 84.06, 88.34]}
+BASE_INDI_TITLES = (("base", "Base"), ("indi", "Indi"), ("base_indi", "Base-Indi"), ("eff", "Base-Indi_eff"),
+                    ("fine", "Fine"))
+# The data settings of launch/base_indi_table.sh (subdirectories of its RUNS_DIR): data.background.
+BASE_INDI_SETTINGS = {"blank": "blank backgrounds (the paper's synthetic set)",
+                      "tinted": "tinted backgrounds, the harder setting (the default data)"}
 
 
-def base_indi_table(runs_dir: str, seeds: int) -> str:
-  """Super-class accuracy and Recall@k (Table 1, no Fine row), fine Recall@k (Table 2)."""
-  res = collect(runs_dir, [name for _, name in BASE_INDI_ROWS], seeds)
+def _paper(values: Sequence[float | None]) -> str:
+  return " / ".join("-" if v is None else f"{v:.2f}" for v in values)
 
-  def cell(trained, key):
-    return mean_std([t[key] for t in trained], scale=100) if key in trained[0] else "-"
 
-  def paper(values):
-    return " / ".join("-" if v is None else f"{v:.2f}" for v in values)
-
-  def rows(names, cols, paper_values):
-    for title, name in names:
-      trained = [r["trained"] for r in res[name]]
-      yield (f"| {title} | " + " | ".join(cell(trained, k) for k, _ in cols)
-             + f" | {paper(paper_values[name])} |")
-
-  super_cols = [("head_top1_super", "Top1 Acc"), ("head_top5_super", "Top5 Acc")] + [
-      (f"recall@{k}_super", f"R@{k}") for k in (1, 2, 4, 8)]
-  fine_cols = [(f"recall@{k}_fine", f"R@{k}") for k in (1, 2, 4, 8)]
-  return "\n".join([
-      f"Embedded patches data (32 super-classes x 4 fine classes, 1,024 test images); mean ± std over "
-      f"{seeds} seed(s), in %. Retrieval: leave-one-out on the test split, cosine similarity on f(x). "
-      "Paper: CIFAR-100 (ResNet-18, 200 epochs), Tables 1-2.", "",
-      "Super-classes (Table 1):", "",
-      "| method | " + " | ".join(t for _, t in super_cols) + " | paper (CIFAR-100) |",
-      "|---|" + "---|" * (len(super_cols) + 1),
-      *rows(BASE_INDI_ROWS[:4], super_cols, PAPER_BASE_INDI_SUPER),
-      "", "Fine classes (Table 2):", "",
-      "| method | " + " | ".join(t for _, t in fine_cols) + " | paper R@1 / 2 / 4 / 8 (CIFAR-100) |",
-      "|---|" + "---|" * (len(fine_cols) + 1),
-      *rows(BASE_INDI_ROWS, fine_cols, PAPER_BASE_INDI_FINE)])
+def base_indi_table(runs_dir: str, seeds: int, settings: Sequence[str] = tuple(BASE_INDI_SETTINGS)) -> str:
+  """Per data setting: super-class accuracy and Recall@k (Table 1, no Fine row), fine Recall@k (Table 2)."""
+  super_rows = [Row(name, title, _paper(PAPER_BASE_INDI_SUPER[name])) for name, title in BASE_INDI_TITLES[:4]]
+  fine_rows = [Row(name, title, _paper(PAPER_BASE_INDI_FINE[name])) for name, title in BASE_INDI_TITLES]
+  super_cols = [Column("Top1 Acc", "head_top1_super"), Column("Top5 Acc", "head_top5_super")] + [
+      Column(f"R@{k}", f"recall@{k}_super") for k in (1, 2, 4, 8)]
+  fine_cols = [Column(f"R@{k}", f"recall@{k}_fine") for k in (1, 2, 4, 8)]
+  parts = []
+  for setting in settings:
+    runs = repro_table.gather(os.path.join(runs_dir, setting), [name for name, _ in BASE_INDI_TITLES], seeds)
+    parts.append(_tables(runs, [
+        (f"{setting}: super-classes (Table 1)", super_rows, super_cols, "paper (CIFAR-100)"),
+        (f"{setting}: fine classes (Table 2)", fine_rows, fine_cols, "paper R@1 / 2 / 4 / 8 (CIFAR-100)")],
+        caption=f"## Data: {setting}, {BASE_INDI_SETTINGS.get(setting, setting)}\n\nEmbedded patches data (32 "
+                "super-classes x 4 fine classes, 1,024 test images), test split. Retrieval: leave-one-out, cosine "
+                "similarity on f(x). Paper: CIFAR-100 (ResNet-18, 200 epochs), Tables 1-2.",
+        baseline=super_rows[0], random_init_from=["base"]))
+  return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------
-# launch/hcl_table.sh: CE vs SupCon vs HCL, genus-level outliers
+# launch/hcl_table.sh: CE vs SupCon vs HCL, genus-level outliers; a small sweep of HCL's lambda
 
-HCL_ROWS = (("CE", "ce"), ("SupCon", "supcon"), ("HCL", "hcl"))
-PAPER_HCL = {"ce": "725 (~20 %)", "supcon": "423 (-41.7 %)", "hcl": "201 (-72.3 %)"}  # DF20-Mini
-
-
-def hcl_table(runs_dir: str, seeds: int) -> str:
-  """Genus outliers (count, share, per-seed reduction vs CE), species kNN and linear probe."""
-  res = collect(runs_dir, [name for _, name in HCL_ROWS], seeds)
-  ce_outliers = [r["trained"]["outliers_super"] for r in res["ce"]]
-  lines = [f"Embedded hierarchy data ({res['ce'][0]['run']['data']}); test split; mean ± std over {seeds} "
-           "seed(s). Outliers: test images whose nearest genus centroid (cosine, on f(x)) is not their genus. "
-           "Reduction vs CE: per seed, 1 - outliers / CE's outliers of the same seed. "
-           "Paper: DF20-Mini (182 species, 6 genera), ViT/Swin, one run.", "",
-           "| method | genus outliers | share % | reduction vs CE % | species kNN top-1 % | "
-           "species linear top-1 % | paper (DF20-Mini) |",
-           "|---|---|---|---|---|---|---|"]
-  for title, name in HCL_ROWS:
-    t = [r["trained"] for r in res[name]]
-    knn = [k for k in t[0] if k.startswith("knn") and k.endswith("_top1_fine")][0]  # the run's kNN k
-    reduction = [100 * (1 - o["outliers_super"] / c) if c else float("nan") for o, c in zip(t, ce_outliers)]
-    lines.append(f"| {title} | {mean_std([x['outliers_super'] for x in t], digits=1)} | "
-                 f"{mean_std([x['outlier_share_super'] for x in t], scale=100)} | "
-                 f"{'-' if name == 'ce' else mean_std(reduction, digits=1)} | "
-                 f"{mean_std([x[knn] for x in t], scale=100)} | "
-                 f"{mean_std([x['probe100_top1_fine'] for x in t], scale=100)} | {PAPER_HCL[name]} |")
-  return "\n".join(lines)
+# The paper (DF20-Mini, 182 species in 6 genera, ViT/Swin fine-tuned from ImageNet, one run): genus outliers
+# (share) and reduction vs CE. It gives no lambda; ours (supcon.soft_weight) is 0.5 unless the row says.
+HCL_ROWS = (Row("ce", "CE", "725 (~20 %)"), Row("supcon", "SupCon", "423 (-41.7 %)"),
+            Row("hcl", "HCL (lambda 0.5)", "201 (-72.3 %)"))
+HCL_SWEEP = {0.25: "hcl_soft0.25", 0.75: "hcl_soft0.75"}  # lambda -> run name (launch/hcl_table.sh)
+HCL_SWEEP_ROWS = tuple(Row(name, f"HCL (lambda {lam})", "-") for lam, name in HCL_SWEEP.items())
 
 
-# ----------------------------------------------------------------------------
-# launch/moco_vs_perturb.sh: MoCo v2 vs Perturb-MoCo v2
+def _reduction_vs_ce(section: dict[str, Any], seed: int, runs: repro_table.Runs) -> float | None:
+  """1 - outliers / CE's outliers of the same seed (None without that CE run and on CE's row; NaN when CE has no
+  outliers)."""
+  ce = runs.results.get("ce", {}).get(seed)
+  if ce is None or section is ce["trained"]:  # no CE run of this seed; or CE's own row
+    return None
+  ce_outliers = ce["trained"]["outliers_super"]
+  return 1 - section["outliers_super"] / ce_outliers if ce_outliers else float("nan")
 
-_MOCO_VS_PERTURB_KEYS = ("knn20_top1_fine", "probe100_top1_fine", "probe20_top1_fine", "rank1_fine", "rank5_fine",
-                         "map_fine", "knn20_top1_super", "map_super")
+
+HCL_COLUMNS = (Column("genus outliers", "outliers_super", scale=1, digits=1),
+               Column("share %", "outlier_share_super"),
+               Column("reduction vs CE %", value=_reduction_vs_ce, random_init=False, compare=False),
+               _knn("fine", "species kNN top-1 %"), Column("species linear top-1 %", "probe100_top1_fine"),
+               _knn("super", "genus kNN top-1 %"))
 
 
-def moco_vs_perturb_table(runs_dir: str, seeds: int) -> str:
-  """Rows moco, random init (of the MoCo runs that have it), perturb_moco; columns are metric keys."""
-  res = collect(runs_dir, ["moco", "perturb_moco"], seeds)
-  rows = {"moco": [r["trained"] for r in res["moco"]],
-          "random init": [r["random_init"] for r in res["moco"] if "random_init" in r],
-          "perturb_moco": [r["trained"] for r in res["perturb_moco"]]}
-  lines = ["| encoder | " + " | ".join(_MOCO_VS_PERTURB_KEYS) + " |", "|---|" + "---|" * len(_MOCO_VS_PERTURB_KEYS)]
-  for name, results in rows.items():
-    if results:
-      lines.append(f"| {name} | " + " | ".join(mean_std([r[k] for r in results], scale=100)
-                                               for k in _MOCO_VS_PERTURB_KEYS) + " |")
-  return "\n".join(lines)
+def hcl_table(runs_dir: str, seeds: int, sweep_seeds: int = 1) -> str:
+  """Genus outliers (count, share, per-seed reduction vs CE), species and genus kNN, species probe;
+  then the lambda sweep on seeds ``0 .. sweep_seeds - 1`` beside CE and HCL at lambda 0.5."""
+  runs = repro_table.gather(runs_dir, [row.name for row in HCL_ROWS], seeds)
+  first = next((r for by_seed in runs.results.values() for r in by_seed.values()), None)
+  data = first["run"].get("data", "") if first else ""
+  text = _tables(runs, [("CE, SupCon, HCL", HCL_ROWS, HCL_COLUMNS, "paper (DF20-Mini)")],
+                 caption=f"Embedded hierarchy data ({data}), test split. Outliers: test images whose nearest genus "
+                         "centroid (cosine, on f(x)) is not their genus. Reduction vs CE: per seed, 1 - outliers / "
+                         "CE's outliers of the same seed. Paper: DF20-Mini (182 species, 6 genera), ViT/Swin "
+                         "fine-tuned from ImageNet weights, one run; we train from scratch.",
+                 baseline=HCL_ROWS[0], random_init_from=["ce"])
+  sweep_rows = (HCL_ROWS[0], HCL_ROWS[2]) + HCL_SWEEP_ROWS
+  sweep = repro_table.gather(runs_dir, [row.name for row in sweep_rows], sweep_seeds)
+  return text + "\n\n" + _tables(
+      sweep, [("A sweep of HCL's lambda (the paper gives none)", sweep_rows, HCL_COLUMNS, "paper")],
+      caption=f"lambda = supcon.soft_weight, the weight of a same-genus, other-species pair; seeds 0 .. "
+              f"{sweep_seeds - 1}. A sweep reported as such: the main table's lambda (0.5) was not chosen from it.",
+      baseline=HCL_ROWS[0], random_init_from=[])
 
 
 # ----------------------------------------------------------------------------
@@ -298,16 +319,33 @@ def torch_comparison(out_dir: str) -> str:
       f"  fgjax / PyTorch = {m['images_per_s'] / t['images_per_s']:.2f}x images/s"])
 
 
-# name -> the table of parsed arguments
-TABLES: dict[str, Callable[[argparse.Namespace], str]] = {
-    "torch_comparison": lambda a: torch_comparison(a.runs_dir),
-    "perturb": lambda a: perturb_table(a.runs_dir, a.seeds),
-    "base_indi": lambda a: base_indi_table(a.runs_dir, a.seeds),
-    "hcl": lambda a: hcl_table(a.runs_dir, a.seeds),
-    "moco_vs_perturb": lambda a: moco_vs_perturb_table(a.runs_dir, a.seeds),
-    "class_attentive": lambda a: class_attentive_table(a.runs_dir, [s for s in a.settings.split(",") if s], a.seeds),
-    "learning": lambda a: learning_table(a.runs_dir, a.curves),
+def _settings(args: argparse.Namespace, default: Sequence[str]) -> list[str]:
+  return [s for s in args.settings.split(",") if s] if args.settings else list(default)
+
+
+# name -> (the table of parsed arguments, its data settings: subdirectories of RUNS_DIR, or None)
+TABLES: dict[str, tuple[Callable[[argparse.Namespace], str], Sequence[str] | None]] = {
+    "torch_comparison": (lambda a: torch_comparison(a.runs_dir), None),
+    "perturb": (lambda a: perturb_table(a.runs_dir, a.seeds), None),
+    "base_indi": (lambda a: base_indi_table(a.runs_dir, a.seeds, _settings(a, BASE_INDI_SETTINGS)),
+                  tuple(BASE_INDI_SETTINGS)),
+    "hcl": (lambda a: hcl_table(a.runs_dir, a.seeds, a.sweep_seeds), None),
+    "class_attentive": (lambda a: class_attentive_table(a.runs_dir, _settings(a, ("default", "hard")), a.seeds),
+                        ("default", "hard")),
+    "learning": (lambda a: learning_table(a.runs_dir, a.curves), None),
 }
+
+
+def draw_curves(runs_dir: str, settings: Sequence[str] | None, path: str) -> None:
+  """Every finished run's online kNN curve under ``runs_dir`` (or its ``settings`` subdirectories), one PNG."""
+  if settings is None:
+    runs = learning.find_runs(runs_dir)
+  else:
+    runs = {f"{setting}/{name}": seeds for setting in settings if os.path.isdir(os.path.join(runs_dir, setting))
+            for name, seeds in learning.find_runs(os.path.join(runs_dir, setting)).items()}
+  if not runs:
+    raise FileNotFoundError(f"no finished runs (<name>_seed<k>/results.json) under {runs_dir} to draw")
+  learning.draw_curves(runs, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,13 +354,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("table", choices=sorted(TABLES))
   parser.add_argument("runs_dir", metavar="RUNS_DIR")
   parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 of every row (not 'learning')")
-  parser.add_argument("--settings", default="default,hard", help="class_attentive: data settings (subdirectories)")
-  parser.add_argument("--curves", default=None, metavar="PNG", help="learning: also draw every run's kNN curve")
+  parser.add_argument("--settings", default=None,
+                      help="base_indi, class_attentive: data settings (subdirectories of RUNS_DIR), comma-separated; "
+                           "default blank,tinted and default,hard")
+  parser.add_argument("--curves", default=None, metavar="PNG", help="also draw every run's online kNN curve")
+  parser.add_argument("--sweep_seeds", type=int, default=1, help="hcl: seeds 0 .. N-1 of the lambda sweep")
   args = parser.parse_args(argv)
-  if args.seeds < 1:
-    parser.error(f"--seeds must be >= 1, got {args.seeds}")
+  if args.seeds < 1 or args.sweep_seeds < 1:
+    parser.error(f"--seeds and --sweep_seeds must be >= 1, got {args.seeds} and {args.sweep_seeds}")
+  table, settings = TABLES[args.table]
   try:
-    text = TABLES[args.table](args)
+    text = table(args)
+    if args.curves and args.table != "learning":  # the learning table draws its own
+      draw_curves(args.runs_dir, _settings(args, settings) if settings else None, args.curves)
   except FileNotFoundError as e:
     print(f"{parser.prog}: error: {e}", file=sys.stderr)
     return 2
