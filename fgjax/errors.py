@@ -42,6 +42,11 @@ class EvaluationError(UserError, ValueError):
   """The inputs of an evaluation cannot give a meaningful number (one line)."""
 
 
+class PretrainedError(UserError, ValueError):
+  """A weights file (or run directory) cannot initialise the encoder: unreadable, needs pickle, a tensor
+  missing, unexpected or of another shape; the message names the file, the tensor and both shapes."""
+
+
 class PicturesError(UserError, RuntimeError):
   """A picture cannot be made (missing extra, bad request); the message names the cause."""
 

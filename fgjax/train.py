@@ -203,11 +203,14 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
                          "use another --workdir")
     state, start, restored_step = ckpt.restore_latest_good(state)
     logging.info("resumed from %s step %d (data position %d)", ckpt.directory, restored_step, start)
-  elif cfg.eval.random_init_baseline and is_main:
-    # The untrained encoder, evaluated with the same protocol: the floor.
-    baseline = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data)
-    with open(baseline_path, "w") as f:
-      json.dump(baseline, f)
+  else:
+    # A fresh run: model.init_from's encoder (pretrained weights, another run), else the random init.
+    state = registry.with_init_from(cfg, setup, state)
+    if cfg.eval.random_init_baseline and is_main:
+      # The untrained encoder (or the imported one), evaluated with the same protocol: the floor.
+      baseline = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data)
+      with open(baseline_path, "w") as f:
+        json.dump(baseline, f)
 
   # ---- steps (module-level pure functions, compiled once each)
   joint_fn, pretrain_fn = registry.step_functions(cfg, setup, hp)
@@ -324,13 +327,16 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
         "devices": num_devices,
         "seed": cfg.seed,
     }
+    if cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM:
+      results["run"]["initial encoder"] = cfg.model.init_from  # 'random_init' then holds it, evaluated
     # This process's time from the config check to here (a resumed run: this part only).
     results["run"]["wall time s"] = round(time.perf_counter() - started, 1)
     curve = curves.write_curve(workdir, title=f"fgjax {cfg.method}, seed {cfg.seed}: online kNN")
     results["run"]["learning curve"] = (
         "knn_curve.png" if curve else "no kNN monitor points (eval.knn_every = 0 or too few steps)")
     results["curve"] = curve
-    report.write_results(workdir, results, title=f"fgjax {cfg.method}", curve=curve)
+    report.write_results(workdir, results, title=f"fgjax {cfg.method}", curve=curve,
+                         initial="random init" if "initial encoder" not in results["run"] else "initial (init_from)")
     if cfg.eval.pictures:
       from fgjax.pictures import make as pictures
       pictures.write_for_state(cfg, nets, host, data, workdir)

@@ -192,3 +192,86 @@ def test_command_line_evaluation_and_one_line_errors(run_copy, tmp_path):
     errors = [line for line in bad.stderr.splitlines() if line.startswith("fgjax: error:")]
     assert len(errors) == 1 and match in errors[0], bad.stderr[-2000:]
     assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------
+# model.init_from: another run's encoder, exactly
+
+
+def _frozen_encoder(workdir):
+  restored = checkpoint_eval.restore_run(workdir)
+  frozen = registry.frozen_model(restored.train_cfg, restored.setup.nets, restored.state)
+  return frozen.params, frozen.batch_stats
+
+
+def test_init_from_a_run_directory_starts_with_exactly_its_encoder(trained_run):
+  import numpy as np
+  from fgjax.data import pipeline
+  params, batch_stats = _frozen_encoder(trained_run[0])
+  for method in ("hcl", "moco"):  # HCL's encoder from an SSL run; MoCo's query and key encoders
+    cfg = registry.config(method, "runlocal")
+    cfg.model.init_from = trained_run[0]
+    data = pipeline.load_splits(cfg)
+    setup = registry.setup(cfg, num_train=1, train_source=data["train"])
+    fresh = jax.device_get(jax.jit(setup.init_state)(registry.rngs(cfg)[0]))
+    state = registry.with_init_from(cfg, setup, fresh)
+    jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], params)
+    jax.tree.map(np.testing.assert_array_equal, state.batch_stats, batch_stats)
+    others = [k for k in state.params if k != "encoder"]
+    assert others  # the heads stay at their initialisation
+    jax.tree.map(np.testing.assert_array_equal, {k: state.params[k] for k in others},
+                 {k: fresh.params[k] for k in others})
+    if method == "moco":
+      jax.tree.map(np.testing.assert_array_equal, state.momentum_params["encoder"], params)
+      jax.tree.map(np.testing.assert_array_equal, state.momentum_batch_stats, batch_stats)
+
+
+def test_a_run_from_init_from_evaluates_the_imported_encoder_first(trained_run, tmp_path):
+  # The new run's "before training" evaluation is the imported encoder's: exactly the numbers the source run
+  # reported at its end (same encoder, data and protocol).
+  cfg = registry.config("moco", "runlocal")
+  cfg.model.init_from = trained_run[0]
+  cfg.train.max_steps = 1
+  cfg.eval.random_init_baseline = True
+  results = train.train_and_evaluate(cfg, str(tmp_path / "from_run"), devices=jax.devices()[:1])
+  assert results["random_init"] == trained_run[1]["trained"]
+  assert results["run"]["initial encoder"] == trained_run[0]
+  md = open(tmp_path / "from_run" / "results.md").read()
+  assert "| protocol | initial (init_from) | trained | difference |" in md
+
+
+def test_evaluate_imported_weights_without_training(trained_run, tmp_path):
+  cfg = _eval_config(str(tmp_path / "imported"))
+  cfg.init_from = trained_run[0]
+  cfg.train_config = os.path.join(REPO, "configs", "moco.py") + ":runlocal"
+  results = checkpoint_eval.evaluate_workdir(cfg)
+  assert results["imported"] == trained_run[1]["trained"]
+  with open(tmp_path / "imported" / "results.json") as f:
+    assert json.load(f)["evaluations"]["imported"]["imported"] == results["imported"]
+  cfg.train_config = ""
+  with pytest.raises(errors.ConfigError, match="config field 'train_config': evaluating init_from's weights"):
+    checkpoint_eval.evaluate_workdir(cfg)
+
+
+def test_init_from_refusals_are_one_line(tmp_path):
+  cfg = registry.config("moco", "runlocal")  # the CIFAR stem
+  cfg.model.init_from = str(tmp_path / "resnet18.safetensors")
+  with pytest.raises(errors.ConfigError, match="config fields 'model.init_from' and 'model.cifar_stem': the CIFAR "
+                                               "stem .* cannot take ImageNet ResNet weights"):
+    registry.validate(cfg, num_devices=1)
+  cfg = registry.config("moco", "cub200")  # the paper starts from ImageNet weights
+  with pytest.raises(errors.ConfigError, match=r"config field 'model.init_from': this preset starts from pretrained "
+                                               r"weights \(ImageNet-1k ResNet-50: .*model.init_from=none"):
+    registry.validate(cfg, num_devices=1)
+  cfg.model.init_from = "none"
+  registry.validate(cfg, num_devices=1)
+  # A file that cannot initialise the encoder: one line, exit 2, from the command line.
+  bad = tmp_path / "bad.safetensors"
+  bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+  run = subprocess.run([sys.executable, "-m", "fgjax.main", "--config=configs/moco.py:runlocal",
+                        f"--workdir={tmp_path / 'w'}", "--config.model.cifar_stem=False",
+                        f"--config.model.init_from={bad}"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
+  assert run.returncode == 2, run.stderr[-2000:]
+  last = run.stderr.strip().splitlines()[-1]
+  assert last.startswith("fgjax: error: ") and str(bad) in last and "Traceback" not in run.stderr

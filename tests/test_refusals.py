@@ -297,6 +297,10 @@ def test_every_preset_of_every_config_validates_alone_and_with_runlocal(path):
       c = module.get_config(preset)
       if c.data.get("name") == "folder":
         c.data.root = "/data/folder"
+      if config_blocks.expects_weights(c.model.get("init_from", "")):  # a paper's preset that asks for weights
+        with pytest.raises(errors.ConfigError, match="config field 'model.init_from': this preset starts from"):
+          validate(c)
+        c.model.init_from = "none"
       validate(c)
 
 

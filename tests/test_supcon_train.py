@@ -90,8 +90,13 @@ def test_hcl_needs_genus_labels():
 
 def test_presets_validate():
   for method in registry.names(docs='supcon_hcl'):
-    for preset in ("", "vit", "df20_mini"):
+    for preset in ("", "vit", "swin", "df20_mini", "df20_mini,swin_t"):
       cfg = registry.config(method, preset)
-      if preset == "df20_mini":
+      if preset.startswith("df20_mini"):
         cfg.data.root = "/data/df20_mini"
+        # The paper fine-tunes ImageNet weights: the preset names them and asks for the file.
+        assert ("ViT-S/16" if preset == "df20_mini" else "Swin-T") in cfg.model.init_from
+        with pytest.raises(errors.ConfigError, match="model.init_from"):
+          registry.validate(cfg, num_devices=1)
+        cfg.model.init_from = "none"
       registry.validate(cfg, num_devices=1)

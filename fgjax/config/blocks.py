@@ -8,6 +8,7 @@ computed here once for every method.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import ml_collections
 
@@ -18,8 +19,50 @@ from fgjax.config.fields import require_positive
 from fgjax.errors import ConfigError
 
 
-ENCODERS = ("resnet18", "resnet34", "resnet50")
 DTYPES = ("float32", "bfloat16")
+
+# model.init_from (every image method): '' or 'none' = a random initialisation; else a .safetensors / .pth file
+# or an fgjax run directory (fgjax.pretrained). A preset of a paper that starts from ImageNet weights sets
+# weights_required(...): validation then asks for the file, or for an explicit 'none'.
+INIT_RANDOM = ("", "none")
+_WEIGHTS_REQUIRED = "required: "
+
+
+def weights_required(what: str) -> str:
+  """The ``model.init_from`` of a preset that expects pretrained weights: ``what`` names them."""
+  return _WEIGHTS_REQUIRED + what
+
+
+def expects_weights(init_from: str) -> bool:
+  """Whether ``model.init_from`` is a preset's request for pretrained weights (not yet a file)."""
+  return isinstance(init_from, str) and init_from.startswith(_WEIGHTS_REQUIRED)
+
+
+def validate_encoder(m: ml_collections.ConfigDict, image_size: int) -> None:
+  """Checks ``model.encoder`` (and that it takes ``image_size`` px images) and ``model.init_from``;
+  ConfigError names the field(s).
+
+  The CIFAR stem (3x3, no max-pool) cannot take ImageNet ResNet weights (7x7
+  stem): that pair is refused naming both fields. A run directory may have any
+  stem (its encoder is checked tensor by tensor when loaded).
+  """
+  from fgjax.models import encoders  # pylint: disable=import-outside-toplevel
+  names = encoders.names()
+  require(m.encoder in names, "model.encoder", f"expected one of {names}, got {m.encoder!r}")
+  problem = encoders.image_size_problem(m, image_size)
+  if problem:
+    raise ConfigError(f"config fields 'model.encoder' and 'data.image_size': {image_size} px: {problem}")
+  init = m.get("init_from", "")
+  require(isinstance(init, str), "model.init_from", f"expected a path, '' or 'none', got {init!r}")
+  if expects_weights(init):
+    raise ConfigError(f"config field 'model.init_from': this preset starts from pretrained weights "
+                      f"({init[len(_WEIGHTS_REQUIRED):]}): give the file (README 'Pretrained weights'), or "
+                      "model.init_from=none to train from a random initialisation")
+  if (init not in INIT_RANDOM and not os.path.isdir(init) and encoders.is_resnet(m.encoder)
+      and m.get("cifar_stem", False)):
+    raise ConfigError(f"config fields 'model.init_from' and 'model.cifar_stem': the CIFAR stem (3x3, no max-pool) "
+                      f"cannot take ImageNet ResNet weights ({init}, 7x7 stem); set model.cifar_stem=False, or "
+                      "model.init_from=none")
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -123,7 +166,8 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   The embedded data shrinks to 2 super-classes x 2 fine classes of 16-px
   images (a real source ignores the sizes and keeps all its images), two
   epochs of batch 8, a checkpoint every 2 steps, and an evaluation small
-  enough for 16 test images.
+  enough for 16 test images. A preset's request for pretrained weights is
+  dropped (the tiny model is trained from a random initialisation).
   """
   c.data.image_size = 16
   c.data.base_size = 0
@@ -140,6 +184,8 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   c.eval.chunk_size = 8
   c.eval.probe_epochs = 5
   c.eval.random_init_baseline = False
+  if expects_weights(c.model.get("init_from", "")):  # the paper's weights do not fit the tiny model
+    c.model.init_from = ""
 
 
 def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> None:

@@ -117,6 +117,8 @@ def ssl_config(method: str, blocks: Sequence[Block], preset: str | None = None) 
   c.model.encoder = "resnet18"
   c.model.width = 16  # channels of the first stage; 64 = full width.
   c.model.cifar_stem = True  # 3x3 stride-1 stem, no max-pool (small images).
+  # The encoder's initial weights: '' = random; a .safetensors / .pth file or an fgjax run directory.
+  c.model.init_from = ""
   c.model.dtype = "float32"
   # Global number of BatchNorm groups ("devices" of the MoCo paper). The batch is
   # split into this many groups, each normalised with its own statistics, the
@@ -195,6 +197,9 @@ def _preset_cub200(c: ConfigDict) -> None:
   c.model.encoder = "resnet50"
   c.model.width = 64
   c.model.cifar_stem = False
+  # "All methods adopt ResNet-50 ... initialized by loading ImageNet-1k pre-trained model" (Sec. 4.1).
+  c.model.init_from = shared.weights_required(
+      "ImageNet-1k ResNet-50: torchvision resnet50-11ad3fa6.pth, or timm resnet50.tv2_in1k as .safetensors")
   c.model.bn_groups = 4  # 32 images per BatchNorm group
   c.optim.base_lr = 0.03
   c.optim.lr_batch_base = 256
@@ -261,7 +266,7 @@ def validate(cfg: ConfigDict, blocks: Sequence[Block], *, num_devices: int, num_
   shared.validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
   d, m = cfg.data, cfg.model
   gb = d.global_batch_size
-  require(m.encoder in shared.ENCODERS, "model.encoder", f"expected one of {shared.ENCODERS}, got {m.encoder!r}")
+  shared.validate_encoder(m, d.image_size)
   require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
   require(m.dtype in shared.DTYPES, "model.dtype", f"expected one of {shared.DTYPES}, got {m.dtype!r}")
   require(m.bn_groups >= 1 and m.bn_groups % num_devices == 0, "model.bn_groups",

@@ -86,6 +86,8 @@ def base_indi_config(method: str, preset: str | None = None) -> ml_collections.C
   c.model.encoder = "resnet18"
   c.model.width = 16  # quarter width on a CPU; 64 = the paper's ResNet-18
   c.model.cifar_stem = True
+  # The encoder's initial weights: '' = random; a .safetensors / .pth file or an fgjax run directory.
+  c.model.init_from = ""
   c.model.dtype = "float32"
   # Global number of BatchNorm groups; 0 = one per device (PyTorch DDP's default).
   c.model.bn_groups = 0
@@ -166,6 +168,7 @@ def _preset_sop(c: ml_collections.ConfigDict) -> None:
   c.data.global_batch_size = 256
   c.model.width = 64
   c.model.cifar_stem = False
+  c.model.init_from = "none"  # the paper trains SOP from scratch (Sec. 4.4, the ImageNet recipe of its [10])
   c.augment.crop = "resized"
   c.augment.scale = (0.08, 1.0)
   c.optim.num_epochs = 90.0
@@ -220,12 +223,14 @@ _UNDONE_BY = {"runlocal": ("cifar100", "stanford_online_products")}
 def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
   """The config of a seed-H objective (``ce``, ``supcon``, ``hcl``) with presets applied.
 
-  Presets: ``ce``, ``supcon``, ``hcl`` (the objective); ``vit`` (a small ViT,
-  AdamW); ``df20_mini`` (an image folder with a species -> genus map, ViT-S/16 at
-  224 px: ``--config.data.root=DIR --config.data.super_map=FILE``); ``runlocal`` (last:
-  it shrinks sizes and keeps the data source). Two presets choosing the model
-  (``vit``, ``df20_mini``) or the objective are refused, as is ``df20_mini`` or
-  ``vit`` after ``runlocal``.
+  Presets: ``ce``, ``supcon``, ``hcl`` (the objective); ``vit`` / ``swin`` (a small
+  ViT / Swin for 32 px, AdamW); ``df20_mini`` (an image folder with a species ->
+  genus map, ViT-S/16 at 224 px from ImageNet weights: ``--config.data.root=DIR
+  --config.data.super_map=FILE --config.model.init_from=FILE``); ``swin_t`` (after
+  ``df20_mini``: Swin-T instead of ViT-S/16); ``runlocal`` (last: it shrinks sizes
+  and keeps the data source). Two presets choosing the model (``vit``, ``swin``,
+  ``df20_mini``) or the objective are refused, as are ``df20_mini``, ``vit`` or
+  ``swin`` after ``runlocal``, and ``df20_mini`` after ``swin_t``.
   The default: quarter-width ResNet-18 on the embedded two-level *hierarchy*
   data (``fgjax.data.hierarchy``: genus = super-class, species = fine class).
   """
@@ -245,9 +250,11 @@ def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigD
   c.data.test_per_class = 16  # 576 test images
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "resnet18"  # or a ViT: vit_tiny, vit_ti16, vit_s16, vit_b16
+  c.model.encoder = "resnet18"  # or vit_tiny, vit_ti16, vit_s16, vit_b16, swin_cpu, swin_t
   c.model.width = 16  # ResNet only
   c.model.cifar_stem = True  # ResNet only
+  # The encoder's initial weights: '' = random; a .safetensors / .pth file or an fgjax run directory.
+  c.model.init_from = ""
   c.model.dtype = "float32"
   c.model.bn_groups = 0  # 0 = one BatchNorm group per device (ResNet only)
   if method != "ce":  # CE trains a linear classifier, no projection head
@@ -302,6 +309,23 @@ def _preset_vit(c: ml_collections.ConfigDict) -> None:
   c.optim.warmup_steps = 40
 
 
+_DF20_WEIGHTS = {"vit_s16": "ImageNet ViT-S/16: timm vit_small_patch16_224.augreg_in21k_ft_in1k as .safetensors",
+                 "swin_t": "ImageNet Swin-T: timm swin_tiny_patch4_window7_224.ms_in1k as .safetensors"}
+
+
+def _preset_swin(c: ml_collections.ConfigDict) -> None:
+  """A small Swin (``swin_cpu``, patch 2 at 32 px) with the ``vit`` preset's AdamW recipe."""
+  _preset_vit(c)
+  c.model.encoder = "swin_cpu"
+
+
+def _preset_swin_t(c: ml_collections.ConfigDict) -> None:
+  """Swin-T, the seed H paper's other backbone (224 px: after df20_mini, which it then asks Swin-T weights for)."""
+  c.model.encoder = "swin_t"
+  if c.model.init_from == shared.weights_required(_DF20_WEIGHTS["vit_s16"]):
+    c.model.init_from = shared.weights_required(_DF20_WEIGHTS["swin_t"])
+
+
 def _preset_df20_mini(c: ml_collections.ConfigDict) -> None:
   """DF20-Mini-like image folders: root/{train,test}/<species>/*.jpg + a species -> genus map."""
   c.data.name = "folder"
@@ -310,6 +334,8 @@ def _preset_df20_mini(c: ml_collections.ConfigDict) -> None:
   c.data.num_workers = 2
   c.data.global_batch_size = 64
   c.model.encoder = "vit_s16"
+  # The paper fine-tunes ImageNet-pretrained ViT and Swin-T (add the swin_t preset for the latter).
+  c.model.init_from = shared.weights_required(_DF20_WEIGHTS["vit_s16"])
   c.optim.optimizer = "adamw"
   c.optim.base_lr = 1e-4
   c.optim.weight_decay = 0.05
@@ -330,11 +356,12 @@ def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
   c.eval.knn_every = 0
 
 
-_HCL_PRESET_FNS = {"vit": _preset_vit, "df20_mini": _preset_df20_mini, "runlocal": _preset_hcl_runlocal,
+_HCL_PRESET_FNS = {"vit": _preset_vit, "swin": _preset_swin, "swin_t": _preset_swin_t, "df20_mini": _preset_df20_mini,
+                   "runlocal": _preset_hcl_runlocal,
                    "ce": _objective("ce"), "supcon": _objective("supcon"), "hcl": _objective("hcl")}
 _HCL_OBJECTIVES = {"ce": "ce", "supcon": "supcon", "hcl": "hcl"}
-_HCL_EXCLUSIVE_PRESETS = {"model": ("vit", "df20_mini"), "objective": ("ce", "supcon", "hcl")}
-_HCL_UNDONE_BY = {"runlocal": ("df20_mini", "vit")}
+_HCL_EXCLUSIVE_PRESETS = {"model": ("vit", "swin", "df20_mini"), "objective": ("ce", "supcon", "hcl")}
+_HCL_UNDONE_BY = {"runlocal": ("df20_mini", "vit", "swin"), "swin_t": ("df20_mini",)}
 
 
 BASE_INDI_PRESETS = tuple(_PRESET_FNS)
@@ -355,11 +382,7 @@ def validate(cfg: ml_collections.ConfigDict, *, num_devices: int, num_processes:
   shared.validate_data(cfg, num_devices=num_devices, num_processes=num_processes)
   d, m, a, o = cfg.data, cfg.model, cfg.augment, cfg.optim
   gb = d.global_batch_size
-  encoders = shared.ENCODERS
-  if cfg.method in HCL_METHODS:
-    from fgjax.models import vit
-    encoders = encoders + vit.vit_names()
-  require(m.encoder in encoders, "model.encoder", f"expected one of {encoders}, got {m.encoder!r}")
+  shared.validate_encoder(m, d.image_size)
   require(m.width >= 1, "model.width", f"must be >= 1, got {m.width}")
   require(m.dtype in shared.DTYPES, "model.dtype", f"expected one of {shared.DTYPES}, got {m.dtype!r}")
   require(m.bn_groups == 0 or m.bn_groups % num_devices == 0, "model.bn_groups",

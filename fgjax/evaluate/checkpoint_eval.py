@@ -44,8 +44,21 @@ def evaluate_config() -> ml_collections.ConfigDict:
   # '' : the run's own config.json; else a config file (configs/x.py[:preset]
   # or a .json) describing the model that wrote the checkpoint.
   c.train_config = ""
+  # A weights file (.safetensors / .pth) or another run to evaluate with no training at all (e.g. the
+  # "ImageNet-supervised ResNet-50" row); needs train_config (the model and data) and writes into workdir.
+  c.init_from = ""
+  # Where the training config's data lives on this machine ('' = as it says): data.root of an image folder,
+  # data.super_map of its fine -> super-class map.
+  c.data = ml_collections.ConfigDict({"root": "", "super_map": ""})
   c.eval = config_blocks.eval_config()
   return c
+
+
+def _with_data_paths(train_cfg: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict) -> None:
+  """``cfg.data``'s non-empty paths into the training config (its data set, read from here)."""
+  for field in ("root", "super_map"):
+    if cfg.data.get(field):
+      train_cfg.data[field] = cfg.data[field]
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -53,6 +66,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if not cfg.workdir:
     raise ConfigError("config field 'workdir': give the run to evaluate, "
                                  "e.g. --config.workdir=runs/perturb_moco")
+  if cfg.init_from and not cfg.train_config:
+    raise ConfigError("config field 'train_config': evaluating init_from's weights needs the config of the model "
+                      "and data, e.g. --config.train_config=configs/moco.py:folder")
   config_blocks.validate_eval(cfg.eval)
 
 
@@ -122,7 +138,8 @@ class RestoredRun:
 
 
 def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = "",
-                eval_cfg: ml_collections.ConfigDict | None = None) -> RestoredRun:
+                eval_cfg: ml_collections.ConfigDict | None = None,
+                data_paths: ml_collections.ConfigDict | None = None) -> RestoredRun:
   """Restores a run's checkpoint (latest, or ``checkpoint_step``) into host arrays.
 
   Args:
@@ -131,6 +148,8 @@ def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = 
     train_config: '' for the run's own ``config.json``, else a config file
       describing the model that wrote the checkpoint.
     eval_cfg: replaces the run's ``eval`` block (the caller's protocol).
+    data_paths: an evaluation config whose ``data.root`` / ``data.super_map``
+      replace the run's where set (the data moved).
 
   Raises:
     EvaluationError: no run or checkpoint, a checkpoint of another model.
@@ -140,6 +159,8 @@ def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = 
   if not os.path.isdir(workdir):
     raise EvaluationError(f"workdir {workdir} does not exist")
   train_cfg = load_train_config(train_config or os.path.join(workdir, "config.json"))
+  if data_paths is not None:
+    _with_data_paths(train_cfg, data_paths)
   if eval_cfg is not None:
     train_cfg.eval = ml_collections.ConfigDict(eval_cfg.to_dict())
   registry.validate(train_cfg, num_devices=1)
@@ -198,16 +219,18 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
       empty split, NaN features.
   """
   validate(cfg)
+  if cfg.init_from:
+    return evaluate_imported(cfg)
   restored = restore_run(cfg.workdir, checkpoint_step=cfg.checkpoint_step, train_config=cfg.train_config,
-                         eval_cfg=cfg.eval)
+                         eval_cfg=cfg.eval, data_paths=cfg)
   workdir, step, train_cfg, setup, state, data = (restored.workdir, restored.step, restored.train_cfg,
                                                   restored.setup, restored.state, restored.data)
   init_rng, _ = registry.rngs(train_cfg)
 
   logging.info("evaluating %s step %d (%s)", workdir, step, train_cfg.method)
   sections = {"trained": evaluate_state(train_cfg, setup.nets, state, data)}
-  if cfg.eval.random_init_baseline:
-    initial = jax.device_get(jax.jit(setup.init_state)(init_rng))
+  if cfg.eval.random_init_baseline:  # the run's initial encoder: random, or its model.init_from
+    initial = registry.with_init_from(train_cfg, setup, jax.device_get(jax.jit(setup.init_state)(init_rng)))
     sections["random_init"] = evaluate_state(train_cfg, setup.nets, initial, data)
 
   run = {"workdir": workdir, "checkpoint step": step, "method": train_cfg.method,
@@ -216,4 +239,38 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
          "evaluated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
   if jax.process_index() == 0:
     report.append_evaluation(workdir, f"step_{step}", sections, run=run)
+  return {"run": run, **sections}
+
+
+def evaluate_imported(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Evaluates ``cfg.init_from``'s encoder as it is, no training (``configs/evaluate.py`` with ``init_from``).
+
+  The model and data are ``cfg.train_config``'s, with its ``model.init_from``
+  set to ``cfg.init_from``; the section ``imported`` is written into
+  ``cfg.workdir``'s results (created if needed).
+
+  Raises:
+    ConfigError: a bad field of the training config.
+    PretrainedError: the weights cannot initialise that encoder.
+  """
+  train_cfg = load_train_config(cfg.train_config)
+  _with_data_paths(train_cfg, cfg)
+  train_cfg.model.init_from = cfg.init_from
+  train_cfg.eval = ml_collections.ConfigDict(cfg.eval.to_dict())
+  registry.validate(train_cfg, num_devices=1)
+  data = pipeline.load_splits(train_cfg)
+  setup = registry.setup(train_cfg, num_train=1, train_source=data["train"])
+  init_rng, _ = registry.rngs(train_cfg)
+  state = registry.with_init_from(train_cfg, setup, jax.device_get(jax.jit(setup.init_state)(init_rng)))
+  logging.info("evaluating %s as imported (%s, no training)", cfg.init_from, train_cfg.model.encoder)
+  sections = {"imported": evaluate_state(train_cfg, setup.nets, state, data)}
+  workdir = os.path.abspath(cfg.workdir)
+  run = {"weights": cfg.init_from, "training config": cfg.train_config, "method": train_cfg.method,
+         "encoder": f"{train_cfg.model.encoder}" + (f" width {train_cfg.model.width}" if "width" in train_cfg.model
+                                                    else ""),
+         "data": f"{train_cfg.data.name} {train_cfg.data.image_size}px",
+         "evaluated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    report.append_evaluation(workdir, "imported", sections, run=run)
   return {"run": run, **sections}

@@ -44,8 +44,11 @@ def _headline_key(metric: str, level: str, trained: dict[str, Any]) -> str | Non
   return key if key in trained else None
 
 
-def headline(trained: dict[str, Any], random_init: dict[str, Any]) -> list[str]:
+def headline(trained: dict[str, Any], random_init: dict[str, Any], initial: str = "random init") -> list[str]:
   """The short table that opens results.md (trained, random init, difference) and a verdict.
+
+  ``initial`` names the untrained column: the random init, or the encoder a run
+  started from (``model.init_from``: "did training on top of it help?").
 
   The verdict reads "learned" when the trained encoder beats the same encoder
   at random init by at least ``LEARNED_BAR`` on both kNN and the linear probe
@@ -69,12 +72,12 @@ def headline(trained: dict[str, Any], random_init: dict[str, Any]) -> list[str]:
                                          else "partly learned")
   bar = ", ".join(f"{100 * v:g} points on {k}" for k, v in LEARNED_BAR.items())
   detail = "; ".join(f"{level} {name.split(',')[0]} {100 * g:+.2f}" for level, name, g in gains)
-  return ["| protocol | random init | trained | difference |", "|---|---|---|---|", *rows, "",
+  return [f"| protocol | {initial} | trained | difference |", "|---|---|---|---|", *rows, "",
           f"**Verdict: {verdict}** ({detail}; the bar: kNN and probe up by at least {bar} classes).", ""]
 
 
 def write_results(workdir: str, results: dict[str, Any], *, title: str,
-                  curve: dict[str, float] | None = None) -> None:
+                  curve: dict[str, float] | None = None, initial: str = "random init") -> None:
   """Writes ``results.json`` (machine-readable) and ``results.md`` (a table per section).
 
   ``results`` maps a section name (e.g. ``'trained'``, ``'random_init'``) to a
@@ -89,7 +92,7 @@ def write_results(workdir: str, results: dict[str, Any], *, title: str,
   sections = {k: v for k, v in results.items() if k not in ("run", "curve") and isinstance(v, dict)}
   lines = [f"# {title}", ""]
   if "trained" in sections and "random_init" in sections:
-    lines += headline(sections["trained"], sections["random_init"])
+    lines += headline(sections["trained"], sections["random_init"], initial)
   if curve:
     gains = ", ".join(f"{k.rsplit('_', 1)[-1]} {100 * v:+.2f}" for k, v in curve.items())
     lines += [f"Learning curve: `knn_curve.png` (online kNN monitor, step 0 = random init). "

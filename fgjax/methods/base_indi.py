@@ -27,7 +27,7 @@ from fgjax.data import augment
 from fgjax.methods import instance_head as ih
 from fgjax.methods import spec
 from fgjax.methods import ssl_common as common
-from fgjax.models import resnet as resnet_lib
+from fgjax.models import encoders
 
 
 PyTree = Any
@@ -80,8 +80,7 @@ class State:
 def build_networks(cfg: ml_collections.ConfigDict, train_source: Any) -> Networks:
   """Encoder and heads sized by the opened training split (classes, instances)."""
   m, method = cfg.model, cfg.method
-  encoder = resnet_lib.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem,
-                                     dtype=jnp.dtype(m.dtype))
+  encoder = encoders.build(m)
   super_head = fine_head = instance = layout = None
   if method in supervised_config.SUPER_HEAD_METHODS:
     super_head = nn.Dense(len(train_source.super_names), name="super_head")
@@ -127,7 +126,7 @@ def create_state(cfg: ml_collections.ConfigDict, nets: Networks, rng: jax.Array,
                             ("instance_head", nets.instance_head, inst_rng)):
     if module is not None:
       params[name] = module.init(key, v)["params"]
-  return State(step=jnp.zeros((), jnp.int32), params=params, batch_stats=enc_vars["batch_stats"],
+  return State(step=jnp.zeros((), jnp.int32), params=params, batch_stats=enc_vars.get("batch_stats", {}),
                opt_state=tx.init(params))
 
 

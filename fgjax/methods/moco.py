@@ -136,9 +136,9 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
   queue = losses.l2_normalize(jax.random.normal(queue_rng, (cfg.moco.queue_size, cfg.model.proj_dim)))
   momentum_params = {"encoder": params["encoder"], "head": params["head"]}
   return common.TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=enc_vars["batch_stats"],
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=enc_vars.get("batch_stats", {}),
       momentum_params=jax.tree.map(jnp.copy, momentum_params),
-      momentum_batch_stats=jax.tree.map(jnp.copy, enc_vars["batch_stats"]),
+      momentum_batch_stats=jax.tree.map(jnp.copy, enc_vars.get("batch_stats", {})),
       opt_state=tx.init(params), decoder_opt_state=decoder_opt_state, queue=queue,
       queue_ptr=jnp.zeros((), jnp.int32), feature_bank=bank,
       bank_ptr=jnp.zeros((), jnp.int32), bank_count=jnp.zeros((), jnp.int32))

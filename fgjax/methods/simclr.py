@@ -81,7 +81,7 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
   params = {"encoder": enc_vars["params"], "head": nets.head.init(head_rng, feats)["params"]}
   zero, unused = jnp.zeros((), jnp.int32), jnp.zeros((1, 1), jnp.float32)  # (orbax saves no empty arrays)
   return common.TrainState(
-      step=zero, params=params, batch_stats=enc_vars["batch_stats"], momentum_params={},
+      step=zero, params=params, batch_stats=enc_vars.get("batch_stats", {}), momentum_params={},
       momentum_batch_stats={}, opt_state=tx.init(params), decoder_opt_state=(), queue=unused,
       queue_ptr=zero, feature_bank=unused, bank_ptr=zero, bank_count=zero)
 

@@ -97,7 +97,7 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
     decoder_opt_state = ()
   zero = jnp.zeros((), jnp.int32)
   return common.TrainState(
-      step=zero, params=params, batch_stats=enc_vars["batch_stats"], momentum_params={},
+      step=zero, params=params, batch_stats=enc_vars.get("batch_stats", {}), momentum_params={},
       momentum_batch_stats={}, opt_state=tx.init(params), decoder_opt_state=decoder_opt_state,
       queue=jnp.zeros((1, 1), jnp.float32), queue_ptr=zero, feature_bank=bank, bank_ptr=zero,
       bank_count=zero)

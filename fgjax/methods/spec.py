@@ -63,6 +63,18 @@ def no_pretraining(cfg: ConfigDict) -> int:
   return 0
 
 
+def replace_encoder(state: Any, place: Callable[[], tuple[Any, Any]]) -> Any:
+  """``state`` with the encoder's parameters and BatchNorm statistics from ``place()`` (``model.init_from``).
+
+  The online encoder is ``params['encoder']`` and ``batch_stats`` in every
+  method's state. ``place()`` returns ``(params, batch_stats)`` as new device
+  arrays on each call, so that a method with a second copy of the encoder (a
+  key encoder) gives it its own buffers (a training step donates the state's).
+  """
+  params, batch_stats = place()
+  return state.replace(params={**state.params, "encoder": params}, batch_stats=batch_stats)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   """One method: everything the machinery needs, so that it never compares method names.
@@ -93,6 +105,9 @@ class Method:
     run: ``(cfg, workdir) -> None``, a method with its own loop (no image
       trainer), or None.
     benchmark: timed by ``python -m fgjax.tools.bench``.
+    with_encoder: ``(state, place) -> state`` with the encoder replaced
+      (``model.init_from``; :func:`replace_encoder`, or the method's own where
+      it has a key encoder to start as the same copy).
   """
   name: str
   docs: str
@@ -111,3 +126,4 @@ class Method:
   has_decoder: bool = False
   run: Callable[[ConfigDict, str], None] | None = None
   benchmark: bool = False
+  with_encoder: Callable[[Any, Callable[[], tuple[Any, Any]]], Any] = replace_encoder

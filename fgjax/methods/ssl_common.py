@@ -24,7 +24,7 @@ from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import spec
 from fgjax.models import decoder as decoder_lib
 from fgjax.models import heads as heads_lib
-from fgjax.models import resnet as resnet_lib
+from fgjax.models import encoders
 from fgjax.ops import losses
 
 
@@ -54,8 +54,8 @@ def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
   """
   m = cfg.model
   dtype = jnp.dtype(m.dtype)
-  encoder = resnet_lib.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
-  n = resnet_lib.feature_dim(m.encoder, m.width)
+  encoder = encoders.build(m)
+  n = encoders.feature_dim(m)
   predictor = None
   if "simsiam" in cfg:
     # BatchNorm of projector and predictor synchronised over the data axis (SimSiam
@@ -141,6 +141,8 @@ def encode(encoder: nn.Module, params: PyTree, batch_stats: PyTree, images: jax.
   Returns:
     ``(v [b, n] float32, new_batch_stats)``; in eval mode the stats are unchanged.
   """
+  if not batch_stats:  # ViT, Swin: no BatchNorm statistics to group or update
+    return encoder.apply({"params": params}, images, train=train), batch_stats
   variables = {"params": params, "batch_stats": batch_stats}
   if not train:
     return encoder.apply(variables, images, train=False), batch_stats
@@ -306,6 +308,17 @@ def base_hparams(cfg: ml_collections.ConfigDict, num_devices: int, *, joint_star
   """The shared part of an SSL step's settings (the methods add their blocks' own)."""
   return SSLHParams(local_bn_groups=cfg.model.bn_groups // num_devices, image_size=int(cfg.data.image_size),
                     views=ViewAugmentation.from_config(cfg.augment), joint_start_step=int(joint_start_step))
+
+
+def with_encoder(state: TrainState, place: Any) -> TrainState:
+  """``spec.replace_encoder``, and the key (momentum) encoder, where the method has one, from the same weights
+  (its own buffers): MoCo's key encoder starts as a copy of the query encoder."""
+  state = spec.replace_encoder(state, place)
+  if "encoder" in state.momentum_params:
+    params, batch_stats = place()
+    state = state.replace(momentum_params={**state.momentum_params, "encoder": params},
+                          momentum_batch_stats=batch_stats)
+  return state
 
 
 def make_setup(create_state):

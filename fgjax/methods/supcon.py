@@ -33,8 +33,7 @@ from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih
 from fgjax.methods import ssl_common as common
 from fgjax.models import heads as heads_lib
-from fgjax.models import resnet as resnet_lib
-from fgjax.models import vit as vit_lib
+from fgjax.models import encoders
 from fgjax.ops import contrastive_losses as cl
 
 
@@ -63,28 +62,14 @@ class HParams:
   soft_weight: float | None = None
 
 
-def build_encoder(m: ml_collections.ConfigDict) -> nn.Module:
-  """A ResNet or a ViT by ``model.encoder`` name; both return pooled features [B, n]."""
-  dtype = jnp.dtype(m.dtype)
-  if m.encoder in vit_lib.vit_names():
-    return vit_lib.build_vit(m.encoder, dtype=dtype)
-  return resnet_lib.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
-
-
-def encoder_dim(m: ml_collections.ConfigDict) -> int:
-  if m.encoder in vit_lib.vit_names():
-    return vit_lib.feature_dim(m.encoder)
-  return resnet_lib.feature_dim(m.encoder, m.width)
-
-
 def build_networks(cfg: ml_collections.ConfigDict, train_source: Any) -> Networks:
   m = cfg.model
-  encoder = build_encoder(m)
+  encoder = encoders.build(m)
   head = fine_head = None
   if cfg.method == "ce":
     fine_head = nn.Dense(len(train_source.fine_names), name="fine_head")
   else:
-    n = encoder_dim(m)
+    n = encoders.feature_dim(m)
     head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim,
                                     dtype=jnp.dtype(m.dtype))
   return Networks(encoder=encoder, head=head, fine_head=fine_head)
@@ -133,8 +118,6 @@ def _views(rng: jax.Array, images01: jax.Array, hp: HParams, num_views: int) -> 
 
 
 def _encode(nets: Networks, params: PyTree, batch_stats: PyTree, x: jax.Array, groups: int):
-  if not batch_stats:  # ViT: no BatchNorm statistics to group or update
-    return nets.encoder.apply({"params": params["encoder"]}, x, train=True), batch_stats
   return common.encode(nets.encoder, params["encoder"], batch_stats, x, groups=groups)
 
 

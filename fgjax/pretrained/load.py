@@ -1,0 +1,240 @@
+"""An encoder initialised from pretrained weights: ``model.init_from``.
+
+``init_from`` is one of
+
+* a ``.safetensors`` file (timm, Hugging Face, ``safetensors.numpy``): read with
+  no torch and no pickle -- the first-class format;
+* a torchvision ``.pth`` / ``.pt`` file: read with ``torch.load(...,
+  weights_only=True)`` when torch is installed (``pip install
+  'fgjax[torch-weights]'``); without torch, one line says how to convert it once
+  (``python -m fgjax.tools.convert_weights``). fgjax never unpickles;
+* an fgjax run directory: its latest checkpoint's encoder (e.g. SSL
+  pre-training, then HCL or a probe).
+
+:func:`encoder_variables` converts the file to the encoder's variables (the
+layouts: ``layout_resnet``, ``layout_vit``, ``layout_swin``) and checks them
+against the encoder's own: every variable filled, none extra, every shape
+equal, or one :class:`~fgjax.errors.PretrainedError` naming the tensor and both
+shapes. :class:`LoadReport` says what was loaded and what was ignored; the
+caller logs which of its own networks (heads, decoder) stay at their
+initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from fgjax.errors import PretrainedError
+from fgjax.pretrained import convert
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+NONE = "none"  # model.init_from='none': train from scratch where a preset expects weights
+
+
+def convert_command(path: str) -> str:
+  """The one-line conversion of a torch file into ``.safetensors`` (run where torch is installed)."""
+  return f"python -m fgjax.tools.convert_weights {path} {os.path.splitext(path)[0]}.safetensors"
+
+
+def _unwrap(obj: Any, path: str) -> dict[str, Any]:
+  """The state_dict inside a torch checkpoint (``{'state_dict': ...}``, ``{'model': ...}`` or itself)."""
+  for key in ("state_dict", "model", "module"):
+    if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+      obj = obj[key]
+  if not isinstance(obj, dict):
+    raise PretrainedError(f"{path}: expected a state_dict (a dict of tensors), found a {type(obj).__name__}")
+  return obj
+
+
+def read_torch(path: str) -> dict[str, np.ndarray]:
+  """A torch file's tensors, ``torch.load(weights_only=True)``; float tensors as float32 NumPy."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise PretrainedError(f"{path}: reading a torch file needs torch (pip install 'fgjax[torch-weights]'); or "
+                          f"convert it once where torch is installed: {convert_command(path)}") from None
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else "objects other than tensors"
+    raise PretrainedError(f"{path}: the file needs pickle to load ({reason}); fgjax reads tensors only "
+                          "(torch.load weights_only=True). Where you trust the file, save its state_dict alone: "
+                          "torch.save(model.state_dict(), 'weights.pth')") from None
+  except (RuntimeError, EOFError, OSError, ValueError) as e:
+    raise PretrainedError(f"{path}: not a readable torch file ({str(e).strip().splitlines()[0][:200]})") from None
+  out = {}
+  for name, tensor in _unwrap(obj, path).items():
+    if not isinstance(tensor, torch.Tensor):
+      continue  # e.g. a checkpoint's epoch counter next to its tensors
+    out[name] = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+  return out
+
+
+def read_tensors(path: str) -> dict[str, np.ndarray]:
+  """``{name: array}`` of a ``.safetensors`` or torch file (see the module docstring).
+
+  Raises:
+    PretrainedError: no such file, an unknown suffix, a truncated or damaged
+      file, a file that needs pickle, torch missing for a ``.pth``.
+  """
+  if not os.path.isfile(path):
+    raise PretrainedError(f"model.init_from: {path} does not exist (a .safetensors or .pth file, or an fgjax run "
+                          "directory)")
+  if path.endswith(SAFETENSORS_SUFFIXES):
+    from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    try:
+      return load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+      raise PretrainedError(f"{path}: not a readable .safetensors file ({str(e).strip()[:200]}); truncated or "
+                            "damaged? (bfloat16 files: convert them to float32)") from None
+  if path.endswith(TORCH_SUFFIXES):
+    return read_torch(path)
+  raise PretrainedError(f"model.init_from: {path}: unknown weights format (expected "
+                        f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}, or an fgjax run directory)")
+
+
+@dataclasses.dataclass
+class LoadReport:
+  """What :func:`encoder_variables` did.
+
+  Attributes:
+    source: the file or run directory.
+    loaded: number of the encoder's variables filled (all of them).
+    numbers: their total number of values.
+    ignored: the file's tensors deliberately left out (classifier head, buffers).
+    seconds: reading and converting time.
+  """
+  source: str
+  loaded: int
+  numbers: int
+  ignored: list[str]
+  seconds: float
+
+  def summary(self) -> str:
+    ignored = ", ".join(_group(self.ignored)) if self.ignored else "nothing"
+    return (f"encoder initialised from {self.source}: {self.loaded} tensors ({self.numbers:,} values) loaded in "
+            f"{self.seconds:.1f} s; ignored from the file: {ignored}")
+
+
+def _group(names: list[str]) -> list[str]:
+  """``['fc.bias', 'fc.weight', 'bn1.num_batches_tracked', ...]`` -> ``['fc.* (2)', '*.num_batches_tracked (53)']``."""
+  counts: dict[str, int] = {}
+  for name in names:
+    parts = name.split(".")
+    key = f"{parts[0]}.*" if parts[0] in ("fc", "head") or len(parts) == 2 else f"*.{parts[-1]}"
+    counts[key] = counts.get(key, 0) + 1
+  return [f"{key} ({n})" if n > 1 else key for key, n in counts.items()]
+
+
+def _flat(tree: Any) -> dict[convert.Path, Any]:
+  return {tuple(str(getattr(k, "key", k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _nest(flat: dict[convert.Path, Any]) -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for path, leaf in flat.items():
+    node = out
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = leaf
+  return out
+
+
+def _convert(encoder: Any, tensors: convert.Tensors, template: dict[str, Any]) -> convert.Converted:
+  """The layout converter of the encoder's architecture."""
+  # pylint: disable=import-outside-toplevel
+  from fgjax.models import resnet
+  from fgjax.models import swin
+  from fgjax.models import vit
+  from fgjax.pretrained import layout_resnet
+  from fgjax.pretrained import layout_swin
+  from fgjax.pretrained import layout_vit
+  if isinstance(encoder, resnet.ResNet):
+    return layout_resnet.resnet_from_torch(tensors, encoder)
+  if isinstance(encoder, vit.ViT):
+    return layout_vit.vit_from_timm(tensors, encoder, tuple(template["params"]["pos_embed"].shape))
+  if isinstance(encoder, swin.SwinTransformer):
+    return layout_swin.swin_from_timm(tensors, encoder)
+  raise PretrainedError(f"{tensors.source}: no pretrained-weights layout for a {type(encoder).__name__} encoder")
+
+
+def check_against(converted: convert.Converted, template: dict[str, Any], source: str) -> dict[str, Any]:
+  """The converted variables nested as ``template`` (``{'params', 'batch_stats'?}``), after checking them.
+
+  Raises:
+    PretrainedError: a variable of the encoder not filled, one filled that the
+      encoder does not have, or a shape that differs (naming both shapes).
+  """
+  want = _flat(template)
+  got = converted.variables
+  sources = converted.sources or {}
+  for path, array in got.items():  # in the file's order: the first wrong tensor is the one named
+    if path not in want:
+      raise PretrainedError(f"{source}: the file fills {'/'.join(path)}, which the encoder does not have")
+    if tuple(array.shape) != tuple(want[path].shape):
+      name = f"tensor {sources[path]!r} ({'/'.join(path)})" if path in sources else "/".join(path)
+      raise PretrainedError(f"{source}: {name} has shape {tuple(array.shape)}, the encoder needs "
+                            f"{tuple(want[path].shape)}")
+  for path, leaf in want.items():
+    if path not in got:
+      raise PretrainedError(f"{source}: nothing in the file for the encoder's {'/'.join(path)} "
+                            f"{tuple(leaf.shape)}")
+  return _nest({path: np.asarray(got[path], dtype=want[path].dtype) for path in want})
+
+
+def encoder_variables(path: str, encoder: Any, template: dict[str, Any]) -> tuple[dict[str, Any], LoadReport]:
+  """The encoder's ``{'params', 'batch_stats'}`` from ``path`` (see the module docstring).
+
+  Args:
+    path: a weights file or an fgjax run directory.
+    encoder: the Flax encoder module.
+    template: the encoder's own variables at init (arrays or ShapeDtypeStructs),
+      ``{'params': ..., 'batch_stats': ...}`` (an empty ``batch_stats`` for
+      encoders without BatchNorm).
+
+  Returns:
+    ``(variables, report)``: host NumPy arrays shaped as ``template``.
+
+  Raises:
+    PretrainedError: see :func:`read_tensors` and :func:`check_against`.
+  """
+  start = time.perf_counter()
+  template = {k: v for k, v in template.items() if jax.tree_util.tree_leaves(v)}
+  if os.path.isdir(path):
+    converted = run_directory_encoder(path)
+  else:
+    tensors = convert.Tensors(read_tensors(path), path)
+    converted = _convert(encoder, tensors, template)
+    del tensors  # the file's arrays: only the converted ones stay alive
+  variables = check_against(converted, template, path)
+  leaves = jax.tree_util.tree_leaves(variables)
+  report = LoadReport(source=path, loaded=len(leaves), numbers=int(sum(x.size for x in leaves)),
+                      ignored=converted.ignored, seconds=time.perf_counter() - start)
+  return variables, report
+
+
+def run_directory_encoder(workdir: str) -> convert.Converted:
+  """The encoder of an fgjax run's latest good checkpoint, as :class:`convert.Converted`."""
+  # pylint: disable=import-outside-toplevel
+  from fgjax.errors import EvaluationError
+  from fgjax.evaluate import checkpoint_eval
+  from fgjax.methods import registry
+  try:
+    restored = checkpoint_eval.restore_run(workdir)
+  except EvaluationError as e:
+    raise PretrainedError(f"model.init_from: run directory {workdir}: {e}") from None
+  frozen = registry.frozen_model(restored.train_cfg, restored.setup.nets, restored.state)
+  variables = {("params", *p): np.asarray(x) for p, x in _flat(frozen.params).items()}
+  variables.update({("batch_stats", *p): np.asarray(x) for p, x in _flat(frozen.batch_stats).items()})
+  return convert.Converted(variables, ignored=[f"the run's other networks ({restored.train_cfg.method}: heads, "
+                                               f"optimizer state), step {restored.step}"])
