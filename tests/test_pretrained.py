@@ -223,6 +223,7 @@ def test_a_pth_that_needs_pickle_is_refused(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=fake_load, Tensor=object))
   path = str(tmp_path / "model.pth")
   open(path, "wb").write(b"x")
-  with pytest.raises(PretrainedError, match="needs pickle to load .*fgjax reads tensors only") as e:
+  with pytest.raises(PretrainedError, match=r"needs pickle to load \(it holds a pickled __main__.Net\); fgjax reads "
+                                            r"tensors only") as e:
     load.encoder_variables(path, _R18, _r18_template())
   assert calls == [True] and "\n" not in str(e.value)

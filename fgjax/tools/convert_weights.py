@@ -18,7 +18,7 @@ import sys
 from typing import Sequence
 
 from fgjax.errors import PretrainedError
-from fgjax.pretrained import load
+from fgjax.pretrained import files
 
 
 def convert(src: str, dst: str) -> tuple[int, int]:
@@ -26,7 +26,7 @@ def convert(src: str, dst: str) -> tuple[int, int]:
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(src):
     raise PretrainedError(f"{src} does not exist")
-  tensors = load.read_torch(src)
+  tensors = files.read_torch(src)
   if not tensors:
     raise PretrainedError(f"{src}: no tensors in the file")
   save_file({k: v for k, v in tensors.items()}, dst)
