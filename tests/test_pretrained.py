@@ -227,3 +227,42 @@ def test_a_pth_that_needs_pickle_is_refused(tmp_path, monkeypatch):
                                             r"tensors only") as e:
     load.encoder_variables(path, _R18, _r18_template())
   assert calls == [True] and "\n" not in str(e.value)
+
+
+class _FakeTensor:
+  """What fgjax.pretrained.files uses of a torch.Tensor (torch is not installed in CI)."""
+
+  def __init__(self, array):
+    self.array = array
+
+  def is_floating_point(self):
+    return self.array.dtype.kind == "f"
+
+  def float(self):
+    return _FakeTensor(self.array.astype(np.float32))
+
+  def numpy(self):
+    return self.array
+
+
+def test_convert_weights_writes_what_the_loader_reads(tmp_path, monkeypatch, capsys):
+  """``python -m fgjax.tools.convert_weights``: a torch file (here a stand-in torch.load) -> .safetensors."""
+  import sys
+  import types
+  from fgjax.tools import convert_weights
+  weights = _resnet18_weights()
+  checkpoint = {"epoch": 3, "state_dict": {k: _FakeTensor(v) for k, v in weights.items()}}
+  checkpoint["state_dict"]["bn1.num_batches_tracked"] = _FakeTensor(np.array(7, np.int64))
+  fake = types.SimpleNamespace(load=lambda path, map_location=None, weights_only=None: checkpoint,
+                               Tensor=_FakeTensor)
+  monkeypatch.setitem(sys.modules, "torch", fake)
+  src, dst = tmp_path / "r18.pth", tmp_path / "r18.safetensors"
+  src.write_bytes(b"x")
+  assert convert_weights.main([str(src), str(dst)]) == 0
+  assert capsys.readouterr().out.startswith(f"wrote {dst}: {len(weights) + 1} tensors, ")  # + the step counter
+  variables, report = load.encoder_variables(str(dst), _R18, _r18_template())
+  np.testing.assert_array_equal(variables["params"]["stem"]["conv"]["kernel"],
+                                weights["conv1.weight"].transpose(2, 3, 1, 0))
+  assert "*.num_batches_tracked" in report.summary()
+  assert convert_weights.main([str(tmp_path / "missing.pth"), str(dst)]) == 2
+  assert "missing.pth does not exist" in capsys.readouterr().err
