@@ -53,7 +53,7 @@ def test_spread_verdict():
   assert repro_table.spread_verdict([0, 0.5], [1, 2]) == "lower"
   assert repro_table.spread_verdict([1.5, 3], [1, 2]) == "within the spread"
   assert repro_table.spread_verdict([2, 3], [1, 2]) == "within the spread"  # a tie is not outside
-  assert repro_table.spread_verdict([5], [1, 2]) == "n/a (one seed)"
+  assert repro_table.spread_verdict([5], [1, 2]) == "one seed"
   assert repro_table.spread_verdict([], [1, 2]) == "n/a"
 
 
@@ -121,7 +121,7 @@ def test_a_missing_run_is_reported_never_dropped(tmp_path):
   text = "\n".join(repro_table.render(runs, rows, _TOY_COLS, caption="Toy.", baseline=rows[0]))
   assert "| New (1 of 3 seeds) | 60.00 | 0.0 | 3 / 4 |" in text  # the seed there is, counted as such
   assert "| Absent | missing | missing | - |" in text
-  assert "| New (1 of 3 seeds) | +40.00 (n/a (one seed)) |" in text
+  assert "| New (1 of 3 seeds) | +40.00 (one seed) |" in text
   assert "| New | 1 | missing | missing |" in text and "| Absent | 2 | missing | missing |" in text
   assert text.endswith("\n".join(["**Missing runs (5)**, not in the means above (unfinished or never run):", ""]
                                  + [f"- {p}" for p in runs.missing]))

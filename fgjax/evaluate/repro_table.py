@@ -156,7 +156,7 @@ def spread_verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
   """``'higher'`` / ``'lower'`` when every method seed lies above / below every baseline seed
   (and both have at least two seeds), ``'within the spread'`` otherwise."""
   if len(method) < 2 or len(baseline) < 2:
-    return "n/a (one seed)" if method and baseline else "n/a"
+    return "one seed" if method and baseline else "n/a"
   if min(method) > max(baseline):
     return "higher"
   if max(method) < min(baseline):
