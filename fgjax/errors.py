@@ -51,6 +51,10 @@ class PicturesError(UserError, RuntimeError):
   """A picture cannot be made (missing extra, bad request); the message names the cause."""
 
 
+class ExplorerError(UserError, RuntimeError):
+  """The embedding explorer cannot be made (missing extra, runs on different data, a split too small); one line."""
+
+
 class DistributedError(UserError, RuntimeError):
   """The multi-process runtime cannot start, or the processes disagree (one line)."""
 

@@ -154,7 +154,8 @@ def summary(runs: Runs, rows: Sequence[Row], columns: Sequence[Column], *, paper
 
 def spread_verdict(method: Sequence[float], baseline: Sequence[float]) -> str:
   """``'higher'`` / ``'lower'`` when every method seed lies above / below every baseline seed
-  (and both have at least two seeds), ``'within the spread'`` otherwise."""
+  (and both have at least two seeds), ``'within the spread'`` otherwise; ``'one seed'`` when
+  either side has only one (no spread to judge by)."""
   if len(method) < 2 or len(baseline) < 2:
     return "one seed" if method and baseline else "n/a"
   if min(method) > max(baseline):

@@ -330,6 +330,77 @@ def retrieval_metrics(features,
   return result
 
 
+def _neighbour_chunk(gallery_features: jax.Array, query_indices: jax.Array, *,
+                     k: int) -> tuple[jax.Array, jax.Array]:
+  """The k most similar other items for one chunk of leave-one-out queries.
+
+  The similarities are those of ``_retrieval_chunk`` (the same matmul of the
+  same rows at ``Precision.HIGHEST``, the query sunk to -inf), ranked by
+  ``lax.top_k``: equal similarities to the lower index, the rule the
+  retrieval metrics count ranks by.
+
+  Args:
+    gallery_features: [N, d] float32, L2-normalised; the queries are rows of it.
+    query_indices: [C] int32 rows used as queries.
+    k: neighbours (static), <= N - 1.
+
+  Returns:
+    (indices [C, k] int32, similarities [C, k] float32).
+  """
+  num_gallery = gallery_features.shape[0]
+  sims = jnp.matmul(gallery_features[query_indices], gallery_features.T,
+                    precision=_HIGHEST)  # [C, N]
+  is_self = jnp.arange(num_gallery, dtype=jnp.int32)[None, :] == query_indices[:, None]
+  sims = jnp.where(is_self, -jnp.inf, sims)
+  top_sims, top_index = jax.lax.top_k(sims, k)
+  return top_index.astype(jnp.int32), top_sims
+
+
+_neighbour_chunk_jit = jax.jit(_neighbour_chunk, static_argnames="k")
+
+
+def nearest_neighbours(features,
+                       *,
+                       k: int,
+                       queries=None,
+                       chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+  """The ranking ``retrieval_metrics`` scores, cut at k: leave-one-out cosine neighbours.
+
+  Each query's k most similar OTHER items of ``features`` (cosine similarity,
+  ties to the lower index), so that the neighbours a user is shown are exactly
+  those Recall@k and rank-k count: a query is a rank-k hit iff one of its
+  first k neighbours shares its label.
+
+  Args:
+    features: [N, d] embeddings (any scale; L2-normalised here), N >= 2.
+    k: neighbours per query, 1 <= k <= N - 1.
+    queries: [Q] row indices to query (default: every row).
+    chunk_size: queries per jitted block (memory O(chunk_size x N)).
+
+  Returns:
+    (indices [Q, k] int32 rows of ``features``, best first;
+     similarities [Q, k] float32 cosine similarities).
+  """
+  features = np.asarray(features)
+  features, _ = _check_features_labels(features, np.zeros(features.shape[:1]))
+  num = features.shape[0]
+  if not 1 <= int(k) <= num - 1:
+    raise ValueError(f"k must be in [1, {num - 1}] (N - 1), got {k}")
+  queries = np.arange(num) if queries is None else np.asarray(queries).reshape(-1)
+  if queries.size and (queries.min() < 0 or queries.max() >= num):
+    raise ValueError(f"queries must be rows in [0, {num}), got range [{queries.min()}, {queries.max()}]")
+  chunk_size = min(_check_chunk_size(chunk_size), max(queries.size, 1))
+  gallery_features = _l2_normalize_jit(features)
+  indices, sims = [], []
+  for block, valid in _chunks(queries.size, chunk_size):
+    index, sim = _neighbour_chunk_jit(gallery_features, jnp.asarray(queries[block].astype(np.int32)), k=int(k))
+    indices.append(np.asarray(index)[valid])
+    sims.append(np.asarray(sim)[valid])
+  if not indices:
+    return np.zeros((0, int(k)), np.int32), np.zeros((0, int(k)), np.float32)
+  return np.concatenate(indices), np.concatenate(sims)
+
+
 # ----------------------------------------------------------------------------
 # Weighted kNN classification (InstDisc / DINO protocol).
 # ----------------------------------------------------------------------------
@@ -488,6 +559,32 @@ def _class_centroids(features: jax.Array, ids: jax.Array, *, num_classes: int,
   return _l2_normalize(centroids) if normalize else centroids
 
 
+def nearest_centroid_flags(features,
+                           labels,
+                           *,
+                           normalize: bool = True,
+                           chunk_size: int = 1024) -> np.ndarray:
+  """Which samples are nearest-centroid outliers: bool [N] (the rule of ``nearest_centroid_outliers``).
+
+  ``nearest_centroid_outliers`` counts these flags; the explorer shows them per image.
+  """
+  features, labels = _check_features_labels(features, labels)
+  chunk_size = min(_check_chunk_size(chunk_size), features.shape[0])
+  classes, ids = np.unique(labels, return_inverse=True)
+  ids = ids.reshape(-1).astype(np.int32)
+  normed = _l2_normalize_jit(features)
+  centroids = _class_centroids(normed, jnp.asarray(ids),
+                               num_classes=len(classes), normalize=normalize)
+  outputs = []
+  for indices, valid in _chunks(features.shape[0], chunk_size):
+    nearest = _nearest_centroid_chunk_jit(normed, centroids,
+                                          jnp.asarray(indices),
+                                          normalize=normalize)
+    outputs.append((nearest, valid))
+  nearest = np.concatenate([np.asarray(n)[valid] for n, valid in outputs])
+  return nearest != ids
+
+
 def nearest_centroid_outliers(features,
                               labels,
                               *,
@@ -513,20 +610,10 @@ def nearest_centroid_outliers(features,
          per_class: {label: outlier count} for every label, zeros included).
   """
   features, labels = _check_features_labels(features, labels)
-  chunk_size = min(_check_chunk_size(chunk_size), features.shape[0])
   classes, ids = np.unique(labels, return_inverse=True)
   ids = ids.reshape(-1).astype(np.int32)
-  normed = _l2_normalize_jit(features)
-  centroids = _class_centroids(normed, jnp.asarray(ids),
-                               num_classes=len(classes), normalize=normalize)
-  outputs = []
-  for indices, valid in _chunks(features.shape[0], chunk_size):
-    nearest = _nearest_centroid_chunk_jit(normed, centroids,
-                                          jnp.asarray(indices),
-                                          normalize=normalize)
-    outputs.append((nearest, valid))
-  nearest = np.concatenate([np.asarray(n)[valid] for n, valid in outputs])
-  is_outlier = nearest != ids
+  is_outlier = nearest_centroid_flags(features, labels, normalize=normalize,
+                                      chunk_size=chunk_size)
   per_class_counts = np.bincount(ids[is_outlier], minlength=len(classes))
   per_class = {c.item(): int(n) for c, n in zip(classes, per_class_counts)}
   num_outliers = int(is_outlier.sum())

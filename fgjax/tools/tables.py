@@ -140,9 +140,14 @@ def base_indi_table(runs_dir: str, seeds: int, settings: Sequence[str] = tuple(B
   super_cols = [Column("Top1 Acc", "head_top1_super"), Column("Top5 Acc", "head_top5_super")] + [
       Column(f"R@{k}", f"recall@{k}_super") for k in (1, 2, 4, 8)]
   fine_cols = [Column(f"R@{k}", f"recall@{k}_fine") for k in (1, 2, 4, 8)]
-  parts = []
+  parts, any_run = [], False
   for setting in settings:
     runs = repro_table.gather(os.path.join(runs_dir, setting), [name for name, _ in BASE_INDI_TITLES], seeds)
+    any_run = any_run or bool(runs.results)
+    if not runs.results:  # listed, so that an interrupted table still shows the settings it has
+      parts.append(f"## Data: {setting}, {BASE_INDI_SETTINGS.get(setting, setting)}\n\nNo run yet.\n\n"
+                   + "\n".join(repro_table.missing_runs(runs)))
+      continue
     parts.append(_tables(runs, [
         (f"{setting}: super-classes (Table 1)", super_rows, super_cols, "paper (CIFAR-100)"),
         (f"{setting}: fine classes (Table 2)", fine_rows, fine_cols, "paper R@1 / 2 / 4 / 8 (CIFAR-100)")],
@@ -150,6 +155,9 @@ def base_indi_table(runs_dir: str, seeds: int, settings: Sequence[str] = tuple(B
                 "super-classes x 4 fine classes, 1,024 test images), test split. Retrieval: leave-one-out, cosine "
                 "similarity on f(x). Paper: CIFAR-100 (ResNet-18, 200 epochs), Tables 1-2.",
         baseline=super_rows[0], random_init_from=["base"]))
+  if not any_run:
+    raise FileNotFoundError(f"no run of the table under {runs_dir} (settings {list(settings)}: "
+                            "<setting>/<row>_seed<s>/results.json)")
   return "\n\n".join(parts)
 
 
