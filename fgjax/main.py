@@ -3,8 +3,9 @@ r"""Command-line entry point: ``python -m fgjax.main --config=configs/x.py[:pres
 Kept short on purpose (the checks of the command line itself are in
 ``fgjax.command_line``): flags -> config -> ``train.train_and_evaluate``, or, for
 ``configs/evaluate.py`` (``mode='evaluate'``), ``checkpoint_eval.evaluate_workdir``
-on an existing run, or for ``configs/pictures.py`` (``mode='pictures'``),
-``pictures.make.make_pictures``. Errors a
+on an existing run, for ``configs/pictures.py`` (``mode='pictures'``),
+``pictures.make.make_pictures``, or for ``configs/explore.py`` (``mode='explore'``),
+``explore.make.make_explorer``. Errors a
 user can fix (a config field, the workdir, a NaN loss) end the run with one
 line naming the cause and exit status 2 (config/workdir) or 1 (NaN). So do
 mistakes on the command line itself: no ``--config`` (the line lists the
@@ -85,6 +86,10 @@ def main(argv):
       from fgjax.pictures import make as pictures
       cfg.workdir = workdir
       pictures.make_pictures(cfg)
+    elif cfg.get("mode") == "explore":
+      from fgjax.explore import make as explore
+      cfg.workdir = workdir
+      explore.make_explorer(cfg)
     else:
       from fgjax.methods import registry
       method = registry.get(cfg.get("method"))
@@ -95,7 +100,7 @@ def main(argv):
     # The others wait for process 0's evaluation: a process that exits early
     # would fail the runtime's shutdown barrier (300 s) and with it process 0.
     distributed.barrier("run_end", timeout_s=distributed.EVALUATION_TIMEOUT_S)
-  except errors.UserError as e:  # config, workdir, data, evaluation, pictures, cluster
+  except errors.UserError as e:  # config, workdir, data, evaluation, pictures, explorer, cluster
     print(f"fgjax: error: {where}{e}", file=sys.stderr)
     sys.exit(2)
   except errors.NonFiniteLossError as e:

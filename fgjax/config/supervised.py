@@ -350,6 +350,8 @@ def _preset_hcl_runlocal(c: ml_collections.ConfigDict) -> None:
   """Seconds of compute (tests, smoke runs); keeps the data source (df20_mini's folder)."""
   shared.shrink_for_runlocal(c)
   c.model.width = 4
+  if c.model.encoder == "swin_t":  # 16 px images: the CPU-sized Swin (Swin-T needs multiples of 32)
+    c.model.encoder = "swin_cpu"
   if "proj_dim" in c.model:
     c.model.proj_dim = 8
   c.optim.warmup_steps = 0

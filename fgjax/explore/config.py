@@ -13,6 +13,7 @@ MAPS = ("tsne", "umap")
 EXPORTS = ("", "npz", "parquet")
 SPLITS = ("test", "train")
 OUTLIER_LEVELS = ("auto", "fine", "super")
+THUMB_FORMATS = ("auto", "png", "jpeg")
 
 
 def explore_config() -> ml_collections.ConfigDict:
@@ -31,8 +32,12 @@ def explore_config() -> ml_collections.ConfigDict:
   c.k = 8  # neighbours shown on a click (the retrieval metrics' ranking, cut at k)
   c.outlier_level = "auto"  # 'auto' (super-class where the data has it, as eval.outlier_level), 'fine', 'super'
   c.thumb_size = 64  # thumbnails: images larger than this are shrunk to it; smaller ones keep their pixels
-  c.batch_size = 64  # feature extraction
-  c.chunk_size = 1024  # queries per similarity block (neighbours, outliers)
+  # 'auto': PNG for images kept at their own size (exact), JPEG for shrunk ones (3x smaller); or 'png', 'jpeg'.
+  c.thumb_format = "auto"
+  # Feature extraction batch and similarity block; 0: the run's eval.batch_size / eval.chunk_size, so
+  # the features are bit for bit those its evaluation saw (the batch size changes the last float bits).
+  c.batch_size = 0
+  c.chunk_size = 0
   c.export = ""  # '' (none), 'npz' or 'parquet' (needs pyarrow): the embedding beside the page
   return c
 
@@ -52,6 +57,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   require(cfg.export in EXPORTS, "export", f"expected one of {EXPORTS} ('' = none), got {cfg.export!r}")
   require(cfg.outlier_level in OUTLIER_LEVELS, "outlier_level",
           f"expected one of {OUTLIER_LEVELS}, got {cfg.outlier_level!r}")
+  require(cfg.thumb_format in THUMB_FORMATS, "thumb_format",
+          f"expected one of {THUMB_FORMATS}, got {cfg.thumb_format!r}")
   require(cfg.max_points >= 4, "max_points", f"must be >= 4 (a map needs 4 points), got {cfg.max_points}")
-  for field in ("k", "thumb_size", "batch_size", "chunk_size"):
+  for field in ("k", "thumb_size"):
     require(cfg[field] >= 1, field, f"must be >= 1, got {cfg[field]}")
+  for field in ("batch_size", "chunk_size"):
+    require(cfg[field] >= 0, field, f"must be >= 1, or 0 for the run's eval.{field}; got {cfg[field]}")

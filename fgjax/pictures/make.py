@@ -108,15 +108,33 @@ def _label(cfg: ml_collections.ConfigDict, workdir: str) -> str:
   return f"{cfg.method} ({os.path.basename(os.path.normpath(workdir))})"
 
 
-def _check_same_data(runs: Sequence[views.Run]) -> None:
+def run_label(cfg: ml_collections.ConfigDict, workdir: str, taken: Sequence[str] = ()) -> str:
+  """'method (workdir name)', numbered when ``taken`` has it already (labels name columns: keep them distinct)."""
+  label = _label(cfg, workdir)
+  return f"{label} #{len(taken) + 1}" if label in taken else label
+
+
+# The data fields that decide which images a split holds (and how they are cropped).
+SAME_DATA_FIELDS = ("name", "root", "data_dir", "test_split", "super_map", "image_size", "data_seed",
+                    "num_super", "fine_per_super", "test_per_class", "eval_crop_fraction")
+
+
+def same_data_problem(runs: Sequence[views.Run], fields: Sequence[str] = SAME_DATA_FIELDS) -> str | None:
+  """Why ``runs`` do not see the same images (one line), or None. Shared with the explorer."""
   first = runs[0].cfg.data
   for r in runs[1:]:
     d = r.cfg.data
-    for field in ("name", "root", "data_dir", "test_split", "super_map", "image_size", "data_seed",
-                  "num_super", "fine_per_super", "test_per_class", "eval_crop_fraction"):
+    for field in fields:
       if field in first and first.get(field) != d.get(field):
-        raise PicturesError(f"compare_workdirs: {r.label} has data.{field}={d.get(field)!r}, "
-                            f"{runs[0].label} has {first.get(field)!r}; runs drawn together need the same test images")
+        return (f"compare_workdirs: {r.label} has data.{field}={d.get(field)!r}, "
+                f"{runs[0].label} has {first.get(field)!r}; runs drawn together need the same test images")
+  return None
+
+
+def _check_same_data(runs: Sequence[views.Run]) -> None:
+  problem = same_data_problem(runs)
+  if problem:
+    raise PicturesError(problem)
 
 
 # Drawn for the main run only; the others compare every run side by side.
@@ -263,20 +281,25 @@ def _two_fine_classes(source: Any) -> list[int]:
   return [int(classes[0]), int(classes[1])]
 
 
-def link_in_results(workdir: str, paths: dict[str, str]) -> None:
-  """Replaces the "Pictures" section of ``results.md`` with links to ``paths`` (created if missing)."""
+def replace_section(workdir: str, section: str, body: Sequence[str]) -> None:
+  """Replaces the ``section`` ("## Title") of ``results.md`` with ``body`` lines (appended if missing)."""
   md = os.path.join(workdir, "results.md")
   text = open(md).read() if os.path.exists(md) else ""
-  if _SECTION in text:
-    head, _, tail = text.partition(_SECTION)
+  if section in text:
+    head, _, tail = text.partition(section)
     nxt = tail.find("\n## ")
     text = head.rstrip("\n") + ("\n" + tail[nxt:] if nxt >= 0 else "")
-  lines = ["", _SECTION, ""]
+  with open(md, "w") as f:
+    f.write(text.rstrip("\n") + "\n" + "\n".join(["", section, "", *body]))
+
+
+def link_in_results(workdir: str, paths: dict[str, str]) -> None:
+  """Replaces the "Pictures" section of ``results.md`` with links to ``paths`` (created if missing)."""
+  lines = []
   for name, path in paths.items():
     rel = os.path.relpath(path, workdir)
     lines += [f"### {name}", "", f"![{name}]({rel})", ""]
-  with open(md, "w") as f:
-    f.write(text.rstrip("\n") + "\n" + "\n".join(lines))
+  replace_section(workdir, _SECTION, lines)
 
 
 def write_for_state(cfg: ml_collections.ConfigDict, nets: Any, state: Any, data: dict[str, Any],
@@ -306,9 +329,7 @@ def make_pictures(cfg: ml_collections.ConfigDict) -> dict[str, str]:
   for w in workdirs:
     restored = checkpoint_eval.restore_run(w, checkpoint_step=cfg.checkpoint_step)
     data = restored.data if data is None else data
-    label = _label(restored.train_cfg, w)
-    if any(r.label == label for r in runs):  # labels name columns: keep them distinct
-      label = f"{label} #{len(runs) + 1}"
+    label = run_label(restored.train_cfg, w, [r.label for r in runs])
     runs.append(views.Run(label=label, cfg=restored.train_cfg,
                           nets=restored.setup.nets, state=restored.state))
   workdir = os.path.abspath(cfg.workdir)
