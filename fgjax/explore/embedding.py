@@ -112,7 +112,6 @@ class Explorer:
 
 
 MAP_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
-SINGLE_THREAD_TSNE = 2000  # up to this many points the t-SNE runs on one thread (see two_d_map)
 
 
 def check_map_available(name: str) -> None:
@@ -132,15 +131,7 @@ def two_d_map(features: np.ndarray, *, name: str, seed: int) -> np.ndarray:
     reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed,
                         n_neighbors=min(15, features.shape[0] - 1))
     return np.asarray(reducer.fit_transform(np.asarray(features, np.float32)), np.float32)
-  if features.shape[0] <= SINGLE_THREAD_TSNE:
-    # scikit-learn's OpenMP threads wait on each other 1,000 times per fit: on a busy 2-core machine a
-    # 16-point t-SNE took 20 s with two threads and 0.04 s with one. (The limit reaches loaded libraries
-    # only: scikit-learn's OpenMP runtime is loaded first.)
-    import sklearn.manifold  # noqa: F401
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1, user_api="openmp"):
-      return np.asarray(views.tsne(features, seed=seed), np.float32)
-  return np.asarray(views.tsne(features, seed=seed), np.float32)
+  return np.asarray(views.tsne(features, seed=seed), np.float32)  # one OpenMP thread up to 2,000 points
 
 
 def subset(size: int, max_points: int, seed: int) -> np.ndarray:
