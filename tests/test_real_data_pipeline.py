@@ -223,6 +223,7 @@ def test_training_run_on_an_image_folder(folder, tmp_path):
 def test_command_line_missing_root_is_one_line(tmp_path):
   run = subprocess.run(
       [sys.executable, "-m", "fgjax.main", "--config=configs/perturb_moco.py:folder",
+       "--config.model.init_from=none",  # the preset asks for ImageNet weights first (a config check)
        f"--config.data.root={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'run'}"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert run.returncode == 2, run.stderr[-2000:]
