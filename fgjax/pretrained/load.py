@@ -27,6 +27,7 @@ import os
 import time
 from typing import Any
 
+from flax import traverse_util
 import jax
 import numpy as np
 
@@ -67,21 +68,6 @@ def _group(names: list[str]) -> list[str]:
   return [f"{key} ({n})" if n > 1 else key for key, n in counts.items()]
 
 
-def _flat(tree: Any) -> dict[convert.Path, Any]:
-  return {tuple(str(getattr(k, "key", k)) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _nest(flat: dict[convert.Path, Any]) -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for path, leaf in flat.items():
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = leaf
-  return out
-
-
 def _convert(encoder: Any, tensors: convert.Tensors, template: dict[str, Any]) -> convert.Converted:
   """The layout converter of the encoder's architecture."""
   # pylint: disable=import-outside-toplevel
@@ -107,7 +93,7 @@ def check_against(converted: convert.Converted, template: dict[str, Any], source
     PretrainedError: a variable of the encoder not filled, one filled that the
       encoder does not have, or a shape that differs (naming both shapes).
   """
-  want = _flat(template)
+  want = traverse_util.flatten_dict(template)
   got = converted.variables
   sources = converted.sources or {}
   for path, array in got.items():  # in the file's order: the first wrong tensor is the one named
@@ -121,7 +107,7 @@ def check_against(converted: convert.Converted, template: dict[str, Any], source
     if path not in got:
       raise PretrainedError(f"{source}: nothing in the file for the encoder's {'/'.join(path)} "
                             f"{tuple(leaf.shape)}")
-  return _nest({path: np.asarray(got[path], dtype=want[path].dtype) for path in want})
+  return traverse_util.unflatten_dict({path: np.asarray(got[path], dtype=want[path].dtype) for path in want})
 
 
 def encoder_variables(path: str, encoder: Any, template: dict[str, Any]) -> tuple[dict[str, Any], LoadReport]:
@@ -166,7 +152,7 @@ def run_directory_encoder(workdir: str) -> convert.Converted:
   except EvaluationError as e:
     raise PretrainedError(f"model.init_from: run directory {workdir}: {e}") from None
   frozen = registry.frozen_model(restored.train_cfg, restored.setup.nets, restored.state)
-  variables = {("params", *p): np.asarray(x) for p, x in _flat(frozen.params).items()}
-  variables.update({("batch_stats", *p): np.asarray(x) for p, x in _flat(frozen.batch_stats).items()})
+  variables = {("params", *p): np.asarray(x) for p, x in traverse_util.flatten_dict(frozen.params).items()}
+  variables.update({("batch_stats", *p): np.asarray(x) for p, x in traverse_util.flatten_dict(frozen.batch_stats).items()})
   return convert.Converted(variables, ignored=[f"the run's other networks ({restored.train_cfg.method}: heads, "
                                                f"optimizer state), step {restored.step}"])
