@@ -206,6 +206,21 @@ def test_cli_prints_the_table_and_curves_or_one_error_line(tmp_path):
   assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_curve_panels_follow_the_table_rows_per_setting(tmp_path, monkeypatch):
+  # Alphabetical run names would put base_indi before base; the panels follow the table's rows instead.
+  for setting in ("tinted", "blank"):
+    for name in ("fine", "base_indi", "base", "extra_run"):
+      _write(str(tmp_path), name, 0, {"trained": {}}, setting)
+  drawn = {}
+  monkeypatch.setattr(tables.learning, "draw_curves", lambda runs, path: drawn.update(runs=runs, path=path))
+  tables.draw_curves(str(tmp_path), ["blank", "tinted", "absent"], "c.png", tables.CURVE_PANELS["base_indi"])
+  assert list(drawn["runs"]) == [f"{s} / {t}" for s in ("blank", "tinted")
+                                 for t in ("Base", "Base-Indi", "Fine", "extra_run")]
+  assert drawn["runs"]["tinted / Base-Indi"] == {0: os.path.join(str(tmp_path), "tinted", "base_indi_seed0")}
+  tables.draw_curves(os.path.join(str(tmp_path), "blank"), None, "c.png")  # no panels: by run name
+  assert list(drawn["runs"]) == ["base", "base_indi", "extra_run", "fine"]
+
+
 # ----------------------------------------------------------------------------
 # launch/base_indi_table.sh
 

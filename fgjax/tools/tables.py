@@ -344,16 +344,35 @@ TABLES: dict[str, tuple[Callable[[argparse.Namespace], str], Sequence[str] | Non
 }
 
 
-def draw_curves(runs_dir: str, settings: Sequence[str] | None, path: str) -> None:
-  """Every finished run's online kNN curve under ``runs_dir`` (or its ``settings`` subdirectories), one PNG."""
-  if settings is None:
-    runs = learning.find_runs(runs_dir)
-  else:
-    runs = {f"{setting}/{name}": seeds for setting in settings if os.path.isdir(os.path.join(runs_dir, setting))
-            for name, seeds in learning.find_runs(os.path.join(runs_dir, setting)).items()}
-  if not runs:
+# The panels of each table's curves PNG: (run name, title), in the table's row order.
+CURVE_PANELS: dict[str, Sequence[tuple[str, str]]] = {
+    "perturb": [(row.name, row.title.strip()) for row in PERTURB_ROWS],
+    "base_indi": BASE_INDI_TITLES,
+    "hcl": [(row.name, row.title) for row in HCL_ROWS + HCL_SWEEP_ROWS],
+    "class_attentive": [(name, title.split(" `")[0].strip("*")) for name, title, _ in CLASS_ATTENTIVE_ROWS],
+}
+
+
+def draw_curves(runs_dir: str, settings: Sequence[str] | None, path: str,
+                panels: Sequence[tuple[str, str]] = ()) -> None:
+  """Every finished run's online kNN curve under ``runs_dir`` (or its ``settings`` subdirectories), one PNG.
+
+  ``panels`` ((run name, title), e.g. ``CURVE_PANELS['hcl']``) orders the panels as the table's rows
+  (per setting) and titles them; a run it does not name comes after them, under its run name.
+  """
+  order = {name: i for i, (name, _) in enumerate(panels)}
+  titles = dict(panels)
+  found = []  # (sort key, panel title, {seed: workdir})
+  for i, setting in enumerate(settings if settings is not None else [None]):
+    directory = os.path.join(runs_dir, setting) if setting else runs_dir
+    if not os.path.isdir(directory):
+      continue
+    for name, seeds in learning.find_runs(directory).items():
+      title = titles.get(name, name)
+      found.append(((i, order.get(name, len(order)), name), f"{setting} / {title}" if setting else title, seeds))
+  if not found:
     raise FileNotFoundError(f"no finished runs (<name>_seed<k>/results.json) under {runs_dir} to draw")
-  learning.draw_curves(runs, path)
+  learning.draw_curves({title: seeds for _, title, seeds in sorted(found, key=lambda f: f[0])}, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     text = table(args)
     if args.curves and args.table != "learning":  # the learning table draws its own
-      draw_curves(args.runs_dir, _settings(args, settings) if settings else None, args.curves)
+      draw_curves(args.runs_dir, _settings(args, settings) if settings else None, args.curves,
+                  CURVE_PANELS.get(args.table, ()))
   except FileNotFoundError as e:
     print(f"{parser.prog}: error: {e}", file=sys.stderr)
     return 2
