@@ -152,7 +152,7 @@ def run_directory_encoder(workdir: str) -> convert.Converted:
   except EvaluationError as e:
     raise PretrainedError(f"model.init_from: run directory {workdir}: {e}") from None
   frozen = registry.frozen_model(restored.train_cfg, restored.setup.nets, restored.state)
-  variables = {("params", *p): np.asarray(x) for p, x in traverse_util.flatten_dict(frozen.params).items()}
-  variables.update({("batch_stats", *p): np.asarray(x) for p, x in traverse_util.flatten_dict(frozen.batch_stats).items()})
+  variables = {path: np.asarray(x) for path, x in traverse_util.flatten_dict(
+      {"params": frozen.params, "batch_stats": frozen.batch_stats}).items()}
   return convert.Converted(variables, ignored=[f"the run's other networks ({restored.train_cfg.method}: heads, "
                                                f"optimizer state), step {restored.step}"])
