@@ -105,7 +105,8 @@ class _Progress:
       times = self.step_times[name][-5:]
       eta += remaining * (float(np.median(times)) if times else per_step)
       begin = end
-    terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss"))
+    # The loss terms, and Perturb-SSL's pair task top-1 beside L_Cp (how easily the pairs are told apart).
+    terms = " ".join(f"{k}={v:.4f}" for k, v in scalars.items() if k.startswith("loss") or k == "pair_top1")
     return (f"step {step}/{self.total} {terms} | {self.batch / per_step:.1f} img/s | "
             f"data wait {100 * self.data_wait / max(elapsed, 1e-9):.1f}% | "
             f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
@@ -176,6 +177,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   setup = registry.setup(cfg, num_train, train_source=data["train"])
   nets = setup.nets
   pretrain_steps = registry.pretrain_steps(cfg)
+  batches = pipeline.joint_phase_from_start(batches, pretrain_steps)
   joint_steps = config_blocks.total_train_steps(cfg, num_train)
   total_steps = pretrain_steps + joint_steps
   last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps

@@ -79,3 +79,9 @@ def _legacy_defaults(saved: ConfigDict, full: ConfigDict, ssl_augment: ConfigDic
   moco = saved.get("moco")
   if moco is not None and "moco" in full and "final_momentum" not in moco and "momentum" in moco:
     full.moco.final_momentum = moco["momentum"]
+  perturb = saved.get("perturb")
+  if perturb is not None and "perturb" in full:
+    if "pair_shuffle_bn" not in perturb:
+      full.perturb.pair_shuffle_bn = False
+    if "gradcam_sign" not in perturb:
+      full.perturb.gradcam_sign = "loss"

@@ -209,6 +209,20 @@ def train_batches(source: Any, *, global_batch_size: int, seed: int, process_ind
   return ds[process_index::process_count]
 
 
+def joint_phase_from_start(batches: grain.MapDataset, pretrain_steps: int) -> grain.MapDataset:
+  """The batches of a run with ``pretrain_steps`` steps before its joint phase (Perturb-SSL's decoder).
+
+  The pre-training reads batches ``0 .. P-1``; the joint phase then reads the
+  stream from its start again, so joint step ``t`` sees batch ``t`` -- the batch
+  that step ``t`` of the base method (no pre-training) sees with the same seed.
+  That pairs a method with its base: same initialisation, same data order.
+  Position ``i`` of the result is the training loop's step ``i`` (resume unchanged).
+  """
+  if pretrain_steps <= 0:
+    return batches
+  return grain.MapDataset.concatenate([batches[:pretrain_steps], batches])
+
+
 def eval_batches(source: Any, *, batch_size: int, transform: grain.transforms.Map | None = None,
                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
   """A split in order, in batches (the last one may be short); process p reads rows p, p+P, ..."""

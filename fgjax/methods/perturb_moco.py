@@ -24,7 +24,6 @@ from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import moco
 from fgjax.methods import perturb_ssl
 from fgjax.methods import ssl_common as common
-from fgjax.ops import gradcam as gradcam_lib
 from fgjax.ops import losses
 from fgjax.ops import queue as queue_lib
 
@@ -32,8 +31,8 @@ from fgjax.ops import queue as queue_lib
 PyTree = Any
 
 
-def gradcam_scores(head, head_params, features, keys, queue, temperature):
-  """Step 4 / Eq. 3: ``eta = ReLU(dL_C(g(v), k)/dv * v)``, through the head only, no gradient.
+def gradcam_scores(head, head_params, features, keys, queue, temperature, sign):
+  """Step 4 / Eq. 3: Grad-CAM scores of InfoNCE (``perturb_ssl.gradcam_scores``), through the head only.
 
   The head runs in float32 here whatever ``model.dtype`` (same parameters), so
   the gradient, like ``v``, the loss and the scores, is float32.
@@ -45,7 +44,20 @@ def gradcam_scores(head, head_params, features, keys, queue, temperature):
     z = losses.l2_normalize(head.apply({"params": head_params}, v))
     return losses.infonce_with_queue(query=z, key=keys, queue=queue, temperature=temperature)
 
-  return gradcam_lib.gradcam_feature_scores(per_example_loss, lax.stop_gradient(features))
+  return perturb_ssl.gradcam_scores(per_example_loss, lax.stop_gradient(features), sign=sign)
+
+
+def pair_loss(head, head_params, f_hat: jax.Array, f_hat_p: jax.Array, ph: perturb_ssl.PerturbHParams
+              ) -> tuple[jax.Array, jax.Array]:
+  """Step 8 / Eq. 7: NT-Xent between ``g(f(x_hat))`` and ``g(f(x_hat_p))``, every other reconstruction of the
+  global batch a negative. Returns ``(this device's mean L_Cp, the global pair top-1)``."""
+  b = f_hat.shape[0]
+  z = losses.l2_normalize(head.apply({"params": head_params}, jnp.concatenate([f_hat, f_hat_p])))
+  z_all = lax.all_gather(z[:b], DATA_AXIS, tiled=True)
+  z_p_all = lax.all_gather(z[b:], DATA_AXIS, tiled=True)
+  pair_losses = losses.nt_xent(z_a=z_all, z_b=z_p_all, temperature=ph.pair_temperature,
+                               include_positive_in_denominator=ph.pair_positive_in_denominator)
+  return jnp.mean(common.local_slice(pair_losses, b)), losses.pair_top1_accuracy(z_all, z_p_all)
 
 
 def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
@@ -56,19 +68,21 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
   Args:
     state: replicated TrainState (with decoder params and the memory bank).
     batch: ``{'image': uint8 [b, H, W, 3], ...}``, this device's slice.
-    rng: replicated base key; the step folds in ``state.step``.
+    rng: replicated base key; the step folds in the joint step (``perturb_ssl.step_keys``), so
+      the views and the key shuffle are MoCo's own at the same joint step.
 
   Returns:
-    ``(new_state, metrics)``; metrics are device means of each loss term and
-    of the perturbation statistics.
+    ``(new_state, metrics)``; metrics are device means of each loss term, the
+    pair task's top-1 and the perturbation statistics.
   """
-  rng = jax.random.fold_in(rng, state.step)
-  aug_rng, shuffle_rng, noise_rng = jax.random.split(rng, 3)
+  base_key, noise_rng, pair_shuffle_rng, pair_augment_rng = perturb_ssl.step_keys(rng, state, hp)
+  aug_rng, shuffle_rng = jax.random.split(base_key)  # as moco_step splits its key
   x01 = common.to_float_images(batch["image"])
   x = augment.normalize(common.clean_view(x01, hp.image_size))  # non-augmented (L_R target, Grad-CAM, bank)
   x1, x2 = common.augmented_views(aug_rng, x01, hp.image_size, hp.views)
   b = x.shape[0]
   groups = hp.local_bn_groups
+  ph = hp.perturb
 
   # Steps 1-2: momentum update, keys (no gradient, shuffle-BN).
   momentum_params, momentum_stats, keys, global_keys = moco.key_network_forward(
@@ -81,27 +95,20 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
                                        nets=nets, hp=hp)
     # Step 4: v = f(x), Grad-CAM scores through the head only.
     v, stats = common.encode(nets.encoder, params["encoder"], stats, x, groups=groups)
-    eta = gradcam_scores(nets.head, params["head"], v, keys, state.queue, hp.moco.temperature)
+    eta = gradcam_scores(nets.head, params["head"], v, keys, state.queue, hp.moco.temperature,
+                         ph.gradcam_sign)
     # Steps 5-7: bank, v_p, one decoder pass, L_R.
     x_hat, x_hat_p, loss_r, bank_state, aux = perturb_ssl.perturb_and_reconstruct(
         state, params, v, eta, x, noise_keys, nets=nets, hp=hp)
-    # Step 8: L_Cp (Eq. 7), NT-Xent between g(f(x_hat)) and g(f(x_hat_p)), the other
-    # reconstructions of the whole (all-gathered) batch as negatives.
-    if hp.perturb.pair_loss:
-      if not hp.perturb.pair_grad_through_reconstruction:
-        x_hat, x_hat_p = lax.stop_gradient(x_hat), lax.stop_gradient(x_hat_p)
-      f_hat, f_hat_p = perturb_ssl.encode_pairs(nets.encoder, params["encoder"], stats, x_hat, x_hat_p,
-                                    groups=groups)
-      z = losses.l2_normalize(nets.head.apply({"params": params["head"]}, jnp.concatenate([f_hat, f_hat_p])))
-      z_all = lax.all_gather(z[:b], DATA_AXIS, tiled=True)
-      z_p_all = lax.all_gather(z[b:], DATA_AXIS, tiled=True)
-      pair_losses = losses.nt_xent(z_a=z_all, z_b=z_p_all, temperature=hp.perturb.pair_temperature,
-                                   include_positive_in_denominator=hp.perturb.pair_positive_in_denominator)
-      loss_cp = jnp.mean(lax.dynamic_slice_in_dim(pair_losses, lax.axis_index(DATA_AXIS) * b, b))
+    # Step 8: L_Cp (Eq. 7) on the generated pairs, their BatchNorm groups shuffled.
+    if ph.pair_loss:
+      f_hat, f_hat_p = perturb_ssl.pair_features(nets.encoder, params["encoder"], stats, x_hat, x_hat_p,
+                                                 pair_shuffle_rng, pair_augment_rng, hp=hp)
+      loss_cp, pair_top1 = pair_loss(nets.head, params["head"], f_hat, f_hat_p, ph)
     else:
-      loss_cp = jnp.zeros((), jnp.float32)
-    total = loss_c + hp.perturb.alpha * loss_r + hp.perturb.nu * loss_cp
-    terms = perturb_ssl.loss_terms(total, loss_c, loss_r, loss_cp, aux)
+      loss_cp = pair_top1 = jnp.zeros((), jnp.float32)
+    total = loss_c + ph.alpha * loss_r + ph.nu * loss_cp
+    terms = perturb_ssl.loss_terms(total, loss_c, loss_r, loss_cp, pair_top1, aux)
     return total, (stats, bank_state, terms)
 
   (_, (new_stats, bank_state, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -116,9 +123,8 @@ def perturb_moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng
   return new_state, common.mean_over_devices(terms)
 
 
-
-
 def picture_scores(nets: common.Networks, state: common.TrainState, cfg, v: jax.Array, keys: jax.Array
                    ) -> jax.Array:
   """Eq. 3's scores ``[N, n]`` of a trained state outside training (the generated-pairs picture)."""
-  return gradcam_scores(nets.head, state.params["head"], v, keys, state.queue, cfg.moco.temperature)
+  return gradcam_scores(nets.head, state.params["head"], v, keys, state.queue, cfg.moco.temperature,
+                        cfg.perturb.gradcam_sign)

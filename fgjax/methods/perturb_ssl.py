@@ -26,6 +26,7 @@ from fgjax.config.fields import require_positive
 from fgjax.data import augment
 from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import ssl_common as common
+from fgjax.ops import gradcam as gradcam_lib
 from fgjax.ops import losses
 from fgjax.ops import perturb as perturb_lib
 from fgjax.ops import queue as queue_lib
@@ -34,32 +35,41 @@ from fgjax.ops import queue as queue_lib
 PyTree = Any
 
 
+# The readings of the paper's ambiguous or silent points that are switches (docs/perturb_ssl.md,
+# "the paper's readings"): field -> its allowed values, the paper-literal one first.
+GRADCAM_SIGNS = ("loss", "-loss")  # Eq. 3 as printed | the text's intent: what helps minimise L_C
+NOISE_SCALES = perturb_lib.NOISE_SCALES  # N(0, eps (1 - .)): the second argument as std (the text) | variance
+PAIR_AUGMENTS = ("none", "aug+")  # the pairs as generated | each of x_hat, x_hat_p through the run's aug+
+
+
 @dataclasses.dataclass(frozen=True)
 class PerturbHParams:
-  """Static hyper-parameters of the perturbation, the decoder and the pair loss (hashable)."""
+  """Static hyper-parameters of the perturbation, the decoder and the pair loss (hashable).
 
-  alpha: float = 1.0  # weight of L_R (Eq. 8)
-  nu: float = 0.5  # weight of L_Cp (Eq. 8)
-  eps_g: float = 0.1  # Eq. 5
-  eps_var: float = 0.05  # Eq. 6
-  kappa: float = 0.02  # Eq. 6
-  gradcam_noise: bool = True
-  lowvar_noise: bool = True
-  pair_loss: bool = True
-  pair_temperature: float = 0.2
-  pair_positive_in_denominator: bool = True
-  recon_grad_to_encoder: bool = True
-  pair_grad_through_reconstruction: bool = False
+  Exactly the ``perturb`` block's fields that the step reads, with the block's
+  values (:func:`_perturb_block` holds the defaults and what each field means).
+  """
+
+  alpha: float
+  nu: float
+  eps_g: float
+  eps_var: float
+  kappa: float
+  gradcam_noise: bool
+  lowvar_noise: bool
+  pair_loss: bool
+  pair_temperature: float
+  pair_positive_in_denominator: bool
+  recon_grad_to_encoder: bool
+  pair_grad_through_reconstruction: bool
+  pair_shuffle_bn: bool
+  gradcam_sign: str
+  noise_scale: str
+  pair_augment: str
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "PerturbHParams":
-    p = cfg.perturb
-    return cls(alpha=float(p.alpha), nu=float(p.nu), eps_g=float(p.eps_g), eps_var=float(p.eps_var),
-               kappa=float(p.kappa), gradcam_noise=bool(p.gradcam_noise), lowvar_noise=bool(p.lowvar_noise),
-               pair_loss=bool(p.pair_loss), pair_temperature=float(p.pair_temperature),
-               pair_positive_in_denominator=bool(p.pair_positive_in_denominator),
-               recon_grad_to_encoder=bool(p.recon_grad_to_encoder),
-               pair_grad_through_reconstruction=bool(p.pair_grad_through_reconstruction))
+    return cls(**{f.name: cfg.perturb[f.name] for f in dataclasses.fields(cls)})
 
 
 def _perturb_block() -> ml_collections.ConfigDict:
@@ -67,8 +77,8 @@ def _perturb_block() -> ml_collections.ConfigDict:
   p.bank_size = 1024  # D (5632 in the paper preset)
   p.alpha = 1.0  # weight of L_R (Eq. 8)
   p.nu = 0.5  # weight of L_Cp (Eq. 8)
-  p.eps_g = 0.1  # Grad-CAM noise std scale (Eq. 5)
-  p.eps_var = 0.05  # low-variance noise std scale (Eq. 6)
+  p.eps_g = 0.1  # Grad-CAM noise scale (Eq. 5)
+  p.eps_var = 0.05  # low-variance noise scale (Eq. 6)
   p.kappa = 0.02  # low-variance threshold (Eq. 6)
   p.gradcam_noise = True  # ablation: False -> no v^g
   p.lowvar_noise = True  # ablation: False -> no v^var
@@ -80,6 +90,14 @@ def _perturb_block() -> ml_collections.ConfigDict:
   # Silent points of the paper, as fields (docs/perturb_ssl.md, "our defaults"):
   p.recon_grad_to_encoder = True  # L_R trains f through v = f(x)
   p.pair_grad_through_reconstruction = False  # x_hat, x_hat_p are data for L_Cp
+  # Shuffle-BN for L_Cp: x_hat_p permuted across the BatchNorm groups of all devices before the
+  # encoder (as MoCo does for its keys), so a pair never shares its batch statistics. False: the
+  # two batches' groups hold the same images in the same order (a leak; kept for the record).
+  p.pair_shuffle_bn = True
+  # The paper's ambiguous readings (GRADCAM_SIGNS, NOISE_SCALES, PAIR_AUGMENTS; the literal first):
+  p.gradcam_sign = "-loss"  # eta = ReLU(d(-L_C)/dv * v): dimensions that help minimise L_C score high
+  p.noise_scale = "std"  # eps_g (1 - eta_bar), eps_var (1 - s_bar) are standard deviations
+  p.pair_augment = "none"  # x_hat and x_hat_p enter L_Cp as decoded (the paper augments neither)
   p.decoder_pretrain_steps = 40  # encoder frozen, L_R only (Adam)
   p.decoder_lr = 2e-3  # Adam, decoder pre-training and joint phase
   return p
@@ -140,6 +158,9 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
   for field in ("alpha", "nu", "eps_g", "eps_var", "kappa"):
     require_nonnegative(p[field], f"perturb.{field}")
   require_positive(p.pair_temperature, "perturb.pair_temperature")
+  for field, allowed in (("gradcam_sign", GRADCAM_SIGNS), ("noise_scale", NOISE_SCALES),
+                         ("pair_augment", PAIR_AUGMENTS)):
+    require(p[field] in allowed, f"perturb.{field}", f"must be one of {list(allowed)}, got {p[field]!r}")
   require(p.decoder_pretrain_steps >= 0, "perturb.decoder_pretrain_steps", "must be >= 0")
   require_positive(p.decoder_lr, "perturb.decoder_lr")
 
@@ -175,22 +196,103 @@ def push_to_bank(state: common.TrainState, local_features: jax.Array):
   return bank, ptr, count
 
 
-def encode_pairs(encoder, params, batch_stats, a: jax.Array, b: jax.Array, *, groups: int):
-  """Online features of the reconstructions ``a = x_hat`` and ``b = x_hat_p``, ``[n, ...]`` each.
+_PERTURB_STREAM = 0x9E7B  # folds Perturb's keys out of the base step's key
 
-  Two encoder passes of ``n`` images, as ``g(f(x_hat))`` and ``g(f(x_hat_p))`` are
-  written in Eq. 7: each batch is normalised with its own BatchNorm statistics
-  (per group). One concatenated 2n-image pass would cost the same FLOPs but runs
-  ~20 % slower on CPU at full width (measured: ResNet-18 fwd+bwd, 128 images
-  8.1 s vs 256 images 19.8 s). Running BN statistics are NOT updated from these
-  passes: evaluation uses them, and they should describe real images.
+
+def step_keys(rng: jax.Array, state: common.TrainState, hp: common.SSLHParams
+              ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The joint step's keys: ``(base_key, noise_key, pair_shuffle_key, pair_augment_key)``.
+
+  ``base_key`` is the base method's own key at the same *joint* step (the step
+  counted from the end of decoder pre-training), which the base step splits as
+  it always does; Perturb's own randomness comes from a separate stream of it.
+  So a Perturb run and its base with the same seed draw the same augmentations
+  (and MoCo's key shuffle) at each joint step: paired runs.
+  """
+  base_key = jax.random.fold_in(rng, state.step - hp.joint_start_step)
+  noise_key, shuffle_key, augment_key = jax.random.split(jax.random.fold_in(base_key, _PERTURB_STREAM), 3)
+  return base_key, noise_key, shuffle_key, augment_key
+
+
+def gradcam_scores(per_example_loss, v: jax.Array, *, sign: str) -> jax.Array:
+  """Eq. 3 under the reading ``sign`` (``GRADCAM_SIGNS``): ``[b, n]`` scores, no gradient.
+
+  ``'loss'``: ``ReLU(dL_C/dv * v)`` as printed, high where growing ``|v_i|``
+  raises the loss; ``'-loss'``: ``ReLU(-dL_C/dv * v)``, high where it lowers the
+  loss -- the dimensions that, in the paper's words, "contribute to minimizing
+  the loss" and to "data discrimination".
+
+  Args:
+    per_example_loss: ``[b, n] -> [b]`` the base's SSL loss of pooled features.
+    v: ``[b, n]`` pooled features.
+  """
+  if sign == "-loss":
+    return gradcam_lib.gradcam_feature_scores(lambda f: -per_example_loss(f), v)
+  if sign == "loss":
+    return gradcam_lib.gradcam_feature_scores(per_example_loss, v)
+  raise ValueError(f"gradcam sign must be one of {GRADCAM_SIGNS}, got {sign!r}")
+
+
+def perturb_vectors(noise_keys: jax.Array, v: jax.Array, eta: jax.Array, s: jax.Array, ph: PerturbHParams
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Step 6 (Eqs. 4-6): ``v_p = v + v^g + v^var``, one key per example, as training and pictures draw it.
+
+  Args:
+    noise_keys: ``[b]`` per-example keys (by global position: device-count independent).
+    v: ``[b, n]`` features; eta: ``[b, n]`` Grad-CAM scores; s: ``[n]`` bank variances.
 
   Returns:
-    ``(features_a [n, d], features_b [n, d])``.
+    ``(v_p [b, n], aux)`` as ``fgjax.ops.perturb.perturb_features`` (``aux`` per example).
   """
-  feats_a, _ = common.encode(encoder, params, batch_stats, a, groups=groups)
-  feats_b, _ = common.encode(encoder, params, batch_stats, b, groups=groups)
-  return feats_a, feats_b
+  v_p, aux = jax.vmap(
+      lambda key, vi, ei: perturb_lib.perturb_features(
+          key, vi[None], gradcam_scores=ei[None], bank_variance=s, eps_g=ph.eps_g, eps_var=ph.eps_var,
+          kappa=ph.kappa, use_gradcam_noise=ph.gradcam_noise, use_lowvar_noise=ph.lowvar_noise,
+          noise_scale=ph.noise_scale))(noise_keys, v, eta)
+  return v_p[:, 0], aux
+
+
+def pair_features(encoder, params, batch_stats, x_hat: jax.Array, x_hat_p: jax.Array, shuffle_key: jax.Array,
+                  augment_key: jax.Array, *, hp: common.SSLHParams) -> tuple[jax.Array, jax.Array]:
+  """Step 8's encodings ``f(x_hat)``, ``f(x_hat_p)`` of the generated pairs, ``[b, n]`` each, this device's rows.
+
+  Two encoder passes of ``b`` images each, as Eq. 7 writes ``g(f(x_hat))`` and
+  ``g(f(x_hat_p))`` (one concatenated 2b-image pass costs the same FLOPs but ran
+  ~20 % slower on CPU at full width). With ``perturb.pair_shuffle_bn`` (the
+  default) ``x_hat_p`` is permuted across the BatchNorm groups of all devices
+  before its pass and its features un-permuted after (shuffle-BN, as MoCo does
+  for its keys): unshuffled, the BN groups of the two passes hold the same
+  images in the same order, so each pair shares its batch statistics and the
+  pair task can be solved from them. ``perturb.pair_augment='aug+'`` first
+  passes each reconstruction through its own draw of the run's augmentation.
+  Running BN statistics are NOT updated from these passes: evaluation uses
+  them, and they should describe real images.
+  """
+  ph, groups = hp.perturb, hp.local_bn_groups
+  if not ph.pair_grad_through_reconstruction:  # x_hat, x_hat_p are data for L_Cp
+    x_hat, x_hat_p = lax.stop_gradient(x_hat), lax.stop_gradient(x_hat_p)
+  if ph.pair_augment == "aug+":
+    x_hat, x_hat_p = _augmented_pair(augment_key, x_hat, x_hat_p, hp.views)
+  f_hat, _ = common.encode(encoder, params, batch_stats, x_hat, groups=groups)
+  if not ph.pair_shuffle_bn:
+    f_hat_p, _ = common.encode(encoder, params, batch_stats, x_hat_p, groups=groups)
+    return f_hat, f_hat_p
+  shuffled, perm = common.shuffle_across_devices(x_hat_p, shuffle_key)
+  f_shuffled, _ = common.encode(encoder, params, batch_stats, shuffled, groups=groups)
+  return f_hat, common.local_slice(common.unshuffle_to_global(f_shuffled, perm), x_hat.shape[0])
+
+
+def _augmented_pair(key: jax.Array, x_hat: jax.Array, x_hat_p: jax.Array, views: common.ViewAugmentation
+                    ) -> tuple[jax.Array, jax.Array]:
+  """One independent draw of ``views`` for each reconstruction (normalised in, normalised out)."""
+  b = x_hat.shape[0]
+
+  def one(k, images):
+    images01 = jnp.clip(augment.denormalize(images), 0.0, 1.0)
+    return augment.normalize(jax.vmap(views.apply)(common.example_keys(k, b), images01))
+
+  key_a, key_b = jax.random.split(key)
+  return one(key_a, x_hat), one(key_b, x_hat_p)
 
 
 def perturb_and_reconstruct(state: common.TrainState, params: PyTree, v: jax.Array, eta: jax.Array,
@@ -207,19 +309,14 @@ def perturb_and_reconstruct(state: common.TrainState, params: PyTree, v: jax.Arr
   Returns:
     ``(x_hat, x_hat_p, loss_r, (bank, bank_ptr, bank_count), aux)``: the
     reconstructions of v and v_p, Eq. 2's L_R, the bank after this batch, and
-    the perturbation statistics of ``perturb_lib.perturb_features``.
+    the perturbation statistics of ``perturb_vectors``.
   """
   b = v.shape[0]
   # Step 5: bank after pushing this batch, per-dimension variance s (filled rows only).
   bank, bank_ptr, bank_count = push_to_bank(state, v)
   s = perturb_lib.feature_bank_variance(bank, num_valid_rows=bank_count)
-  # Step 6: v_p = v + v^g + v^var (Eqs. 4-6), per-example keys (device-count independent).
-  v_p, aux = jax.vmap(
-      lambda key, vi, ei: perturb_lib.perturb_features(
-          key, vi[None], gradcam_scores=ei[None], bank_variance=s, eps_g=hp.perturb.eps_g,
-          eps_var=hp.perturb.eps_var, kappa=hp.perturb.kappa, use_gradcam_noise=hp.perturb.gradcam_noise,
-          use_lowvar_noise=hp.perturb.lowvar_noise))(noise_keys, v, eta)
-  v_p = v_p[:, 0]
+  # Step 6: v_p = v + v^g + v^var (Eqs. 4-6).
+  v_p, aux = perturb_vectors(noise_keys, v, eta, s, hp.perturb)
   # Step 7: one decoder pass on [v; v_p]; L_R (Eq. 2) on the clean reconstruction.
   v_dec = v if hp.perturb.recon_grad_to_encoder else lax.stop_gradient(v)
   v_p_dec = v_p if hp.perturb.recon_grad_to_encoder else lax.stop_gradient(v_p)
@@ -229,10 +326,10 @@ def perturb_and_reconstruct(state: common.TrainState, params: PyTree, v: jax.Arr
   return x_hat, x_hat_p, loss_r, (bank, bank_ptr, bank_count), aux
 
 
-def loss_terms(total, loss_c, loss_r, loss_cp, aux) -> dict[str, jax.Array]:
-  """The logged metrics of a joint Perturb-SSL step."""
+def loss_terms(total, loss_c, loss_r, loss_cp, pair_top1, aux) -> dict[str, jax.Array]:
+  """The logged metrics of a joint Perturb-SSL step (``pair_top1``: ``losses.pair_top1_accuracy``)."""
   return {
-      "loss": total, "loss_c": loss_c, "loss_r": loss_r, "loss_cp": loss_cp,
+      "loss": total, "loss_c": loss_c, "loss_r": loss_r, "loss_cp": loss_cp, "pair_top1": pair_top1,
       "lowvar_fraction": aux["lowvar_fraction"].mean(),
       "gradcam_noise_abs": jnp.mean(jnp.abs(aux["gradcam_noise"])),
       "lowvar_noise_abs": jnp.mean(jnp.abs(aux["lowvar_noise"])),

@@ -112,11 +112,15 @@ def project_and_predict(nets: common.Networks, params: PyTree, features: jax.Arr
 
 
 def pair_loss(nets: common.Networks, params: PyTree, features_a: jax.Array, features_b: jax.Array
-              ) -> jax.Array:
-  """Per-example symmetric SimSiam loss between two batches of features ``[b, n]`` -> ``[b]``."""
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Symmetric SimSiam loss between two batches of features ``[b, n]``.
+
+  Returns:
+    ``(per-example losses [b], z_a [b, d], z_b [b, d])``: the projections too (diagnostics).
+  """
   z_a, p_a = project_and_predict(nets, params, features_a)
   z_b, p_b = project_and_predict(nets, params, features_b)
-  return losses.simsiam_loss(p1=p_a, z2=z_b, p2=p_b, z1=z_a)
+  return losses.simsiam_loss(p1=p_a, z2=z_b, p2=p_b, z1=z_a), z_a, z_b
 
 
 def simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
@@ -135,7 +139,7 @@ def simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax
   def loss_fn(params):
     f1, stats = common.encode(nets.encoder, params["encoder"], state.batch_stats, x1, groups=groups)
     f2, stats = common.encode(nets.encoder, params["encoder"], stats, x2, groups=groups)
-    return jnp.mean(pair_loss(nets, params, f1, f2)), stats
+    return jnp.mean(pair_loss(nets, params, f1, f2)[0]), stats
 
   (loss_c, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   params, opt_state = common.apply_gradients(state, grads, tx)

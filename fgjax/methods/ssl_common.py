@@ -258,6 +258,36 @@ def clean_view(images01: jax.Array, image_size: int | None = None) -> jax.Array:
                           method="linear", antialias=True)
 
 
+def shuffle_across_devices(images: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """This device's slice of the globally permuted batch: shuffle-BN's first half.
+
+  The global batch (all devices' ``images``, all-gathered) is permuted with a
+  permutation that every device draws alike from ``rng``; each device takes its
+  slice. Its BatchNorm groups then hold other images than the same-numbered
+  groups of an unshuffled batch, on one device with several groups as on many.
+
+  Args:
+    images: ``[b, ...]`` this device's images.
+
+  Returns:
+    ``(shuffled [b, ...], perm [B])``; ``perm`` undoes it (:func:`unshuffle_to_global`).
+  """
+  b = images.shape[0]
+  everything = lax.all_gather(images, DATA_AXIS, tiled=True)
+  perm = jax.random.permutation(rng, everything.shape[0])
+  return everything[lax.dynamic_slice_in_dim(perm, lax.axis_index(DATA_AXIS) * b, b)], perm
+
+
+def unshuffle_to_global(outputs: jax.Array, perm: jax.Array) -> jax.Array:
+  """``[b, ...]`` per-device outputs of shuffled inputs -> ``[B, ...]`` in global batch order."""
+  return lax.all_gather(outputs, DATA_AXIS, tiled=True)[jnp.argsort(perm)]
+
+
+def local_slice(global_rows: jax.Array, b: int) -> jax.Array:
+  """This device's ``b`` rows of a ``[B, ...]`` array in global batch order."""
+  return lax.dynamic_slice_in_dim(global_rows, lax.axis_index(DATA_AXIS) * b, b)
+
+
 def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats: PyTree,
                   views: jax.Array, rng: jax.Array, *, groups: int, shuffle_bn: bool
                   ) -> tuple[jax.Array, jax.Array, PyTree]:
@@ -276,18 +306,16 @@ def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats:
     gradient-free; ``global_keys`` are in global batch order (for the queue).
   """
   b = views.shape[0]
-  me = lax.axis_index(DATA_AXIS)
   if shuffle_bn:
-    all_views = lax.all_gather(views, DATA_AXIS, tiled=True)
-    perm = jax.random.permutation(rng, all_views.shape[0])
-    views = all_views[lax.dynamic_slice_in_dim(perm, me * b, b)]
+    views, perm = shuffle_across_devices(views, rng)
   feats, new_stats = encode(nets.encoder, momentum_params["encoder"], momentum_batch_stats, views,
                             groups=groups)
   keys = losses.l2_normalize(nets.head.apply({"params": momentum_params["head"]}, feats))
-  global_keys = lax.all_gather(keys, DATA_AXIS, tiled=True)
   if shuffle_bn:
-    global_keys = global_keys[jnp.argsort(perm)]
-  local_keys = lax.dynamic_slice_in_dim(global_keys, me * b, b)
+    global_keys = unshuffle_to_global(keys, perm)
+  else:
+    global_keys = lax.all_gather(keys, DATA_AXIS, tiled=True)
+  local_keys = local_slice(global_keys, b)
   return lax.stop_gradient(local_keys), lax.stop_gradient(global_keys), new_stats
 
 

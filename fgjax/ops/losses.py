@@ -163,6 +163,31 @@ def nt_xent(
   return 0.5 * (per_anchor[:batch] + per_anchor[batch:])
 
 
+def pair_top1_accuracy(z_a: jax.Array, z_b: jax.Array) -> jax.Array:
+  """The pair task's top-1: how often a pair's partner is its nearest of the ``2B - 1`` others.
+
+  The retrieval task NT-Xent trains (:func:`nt_xent`): for each of the ``2B``
+  anchors of ``e = concat([z_a, z_b])``, whether its partner (``b_i`` for
+  ``a_i`` and back) has the highest cosine similarity among all other
+  embeddings. A diagnostic (no gradient): 1/(2B - 1) is chance, 1 a solved task.
+
+  Args:
+    z_a: ``[B, K]`` first embeddings of the pairs (need not be normalised).
+    z_b: ``[B, K]`` their partners, row ``i`` the partner of ``z_a[i]``.
+
+  Returns:
+    A float32 scalar in [0, 1].
+  """
+  if z_a.shape != z_b.shape or z_a.ndim != 2:
+    raise ValueError(f"pair_top1_accuracy: z_a and z_b must both be [B, K]; got {z_a.shape}, {z_b.shape}.")
+  batch = z_a.shape[0]
+  e = l2_normalize(jax.lax.stop_gradient(jnp.concatenate([_at_least_float32(z_a), _at_least_float32(z_b)])))
+  similarity = jnp.matmul(e, e.T, precision=_PRECISION)
+  index = jnp.arange(2 * batch)
+  similarity = jnp.where(index[:, None] == index[None, :], -jnp.inf, similarity)  # never the anchor itself
+  return jnp.mean((jnp.argmax(similarity, axis=-1) == (index + batch) % (2 * batch)).astype(jnp.float32))
+
+
 def _negative_cosine(p: jax.Array, z: jax.Array) -> jax.Array:
   """``D(p, z) = -cos(p, z)`` per row; ``[B, K], [B, K] -> [B]``."""
   return -jnp.sum(l2_normalize(p) * l2_normalize(z), axis=-1)

@@ -10,8 +10,11 @@ Two noise terms are added to the pooled feature vector ``v`` [B, n]:
   column-normalised memory bank, ``s_bar`` its min-max normalisation.
 
 Then ``v_p = v + v~^g + v~^var`` (Sec. 3.5). The paper writes ``N(0, x)`` and
-says that epsilon "controls the standard deviation", so ``x`` is read as the
-standard deviation, not the variance.
+says that epsilon "controls the standard deviation" ("eps_var defines the
+standard deviations"), so by default ``x`` is read as the standard deviation
+(``noise_scale='std'``); the usual ``N(mu, sigma^2)`` notation reads it as the
+variance (``noise_scale='variance'``: the standard deviation is ``sqrt(x)``,
+3-5x larger for the paper's eps).
 
 All arithmetic is in (at least) float32; the noise scales are detached, so no
 gradient flows through the noise into the scores or the memory bank.
@@ -99,24 +102,39 @@ def feature_bank_variance(bank: jax.Array, *, num_valid_rows: jax.Array | int | 
   return jnp.sum(jnp.square(centered), axis=0) / count
 
 
-def gradcam_noise_std(gradcam_scores: jax.Array, *, eps_g: float) -> jax.Array:
-  """Standard deviation of the Grad-CAM noise, ``eps_g * (1 - minmax(eta))`` (Eq. 4-5).
+NOISE_SCALES = ("std", "variance")
+
+
+def _standard_deviation(second_argument: jax.Array, noise_scale: str) -> jax.Array:
+  """The standard deviation of ``N(0, second_argument)`` under the reading ``noise_scale``."""
+  if noise_scale == "std":
+    return second_argument
+  if noise_scale == "variance":
+    return jnp.sqrt(second_argument)
+  raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
+
+
+def gradcam_noise_std(gradcam_scores: jax.Array, *, eps_g: float, noise_scale: str = "std") -> jax.Array:
+  """Standard deviation of the Grad-CAM noise ``N(0, eps_g * (1 - minmax(eta)))`` (Eq. 4-5).
 
   Min-max normalisation is per example, over the ``n`` dimensions.
 
   Args:
     gradcam_scores: ``[B, n]`` Grad-CAM scores ``eta`` (Eq. 3).
     eps_g: noise scale (paper: 0.1).
+    noise_scale: ``'std'`` (the second argument of N is the standard deviation)
+      or ``'variance'`` (its square root is).
 
   Returns:
-    ``[B, n]`` standard deviations in ``[0, eps_g]``; 0 at each example's
-    highest-scoring dimension, ``eps_g`` at its lowest.
+    ``[B, n]`` standard deviations in ``[0, eps_g]`` (``[0, sqrt(eps_g)]`` for
+    ``'variance'``); 0 at each example's highest-scoring dimension, the largest
+    at its lowest.
   """
-  return eps_g * (1.0 - minmax_normalize(gradcam_scores, axis=-1))
+  return _standard_deviation(eps_g * (1.0 - minmax_normalize(gradcam_scores, axis=-1)), noise_scale)
 
 
 def lowvar_noise_std(
-    bank_variance: jax.Array, *, eps_var: float, kappa: float
+    bank_variance: jax.Array, *, eps_var: float, kappa: float, noise_scale: str = "std"
 ) -> jax.Array:
   """Standard deviation of the low-variance noise (Eq. 6).
 
@@ -130,12 +148,13 @@ def lowvar_noise_std(
     eps_var: noise scale (paper: 0.05).
     kappa: variance threshold (paper: 0.02; see the scale note in
       ``feature_bank_variance``).
+    noise_scale: ``'std'`` or ``'variance'``, as in :func:`gradcam_noise_std`.
 
   Returns:
-    ``[n]`` standard deviations in ``[0, eps_var]``.
+    ``[n]`` standard deviations in ``[0, eps_var]`` (``[0, sqrt(eps_var)]``).
   """
   bank_variance = _at_least_float32(bank_variance)
-  std = eps_var * (1.0 - minmax_normalize(bank_variance, axis=-1))
+  std = _standard_deviation(eps_var * (1.0 - minmax_normalize(bank_variance, axis=-1)), noise_scale)
   return jnp.where(bank_variance < kappa, std, 0.0)
 
 
@@ -150,6 +169,7 @@ def perturb_features(
     kappa: float,
     use_gradcam_noise: bool = True,
     use_lowvar_noise: bool = True,
+    noise_scale: str = "std",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Perturbs non-discriminative feature dimensions: ``v_p = v + v~^g + v~^var``.
 
@@ -173,6 +193,8 @@ def perturb_features(
     kappa: low-variance threshold, paper 0.02.
     use_gradcam_noise: include ``v~^g`` (bool, Python or traced).
     use_lowvar_noise: include ``v~^var`` (bool, Python or traced).
+    noise_scale: how ``N(0, x)`` is read: ``'std'`` (x is the standard
+      deviation, the default) or ``'variance'``.
 
   Returns:
     ``(perturbed, aux)``: ``perturbed`` ``[B, n]`` in the dtype of ``features``
@@ -199,9 +221,9 @@ def perturb_features(
   gradcam_rng, lowvar_rng = jax.random.split(rng)
 
   # The scales are statistics, not model outputs: detach them (see docstring).
-  gradcam_std = jax.lax.stop_gradient(gradcam_noise_std(gradcam_scores, eps_g=eps_g))
+  gradcam_std = jax.lax.stop_gradient(gradcam_noise_std(gradcam_scores, eps_g=eps_g, noise_scale=noise_scale))
   bank_variance = jax.lax.stop_gradient(_at_least_float32(bank_variance))
-  lowvar_std = lowvar_noise_std(bank_variance, eps_var=eps_var, kappa=kappa)  # [n]
+  lowvar_std = lowvar_noise_std(bank_variance, eps_var=eps_var, kappa=kappa, noise_scale=noise_scale)  # [n]
 
   # N(0, sigma) = sigma * N(0, 1), Eq. 5 and Eq. 6.
   gradcam_noise = gradcam_std.astype(compute_dtype) * jax.random.normal(

@@ -9,7 +9,7 @@ draws each picture that applies to the method, writes the PNG files into
 | picture | seed, figure | runs |
 |---|---|---|
 | ``gradcam``      | P, Fig. 3: spatial Grad-CAM of the SSL loss on images | SSL, ResNet |
-| ``pairs``        | P, Fig. 4: x, x_hat = h(v), x_hat_p = h(v_p) in rows | Perturb-SSL |
+| ``pairs``        | P, Fig. 4: x, x_hat = h(v), x_hat_p = h(v_p) and their difference in rows | Perturb-SSL |
 | ``feature_dims`` | P, Fig. 2: two classes along the lowest/highest-variance dimensions | all |
 | ``attention``    | B, Fig. 2: mean squared activation of a ResNet stage | ResNet |
 | ``tsne``         | A and H: t-SNE coloured by fine and by super-class | all |
@@ -217,7 +217,9 @@ def draw_runs(runs: Sequence[views.Run], data: dict[str, Any], out_dir: str,
     elif name == "pairs":
       pairs = views.generated_pairs(main, images, seed=p.seed)
       out[name] = draw.image_rows(path, {"x (original)": pairs["x"], "x_hat = h(v)": pairs["x_hat"],
-                                         "x_hat_p = h(v_p)": pairs["x_hat_p"]},
+                                         "x_hat_p = h(v_p)": pairs["x_hat_p"],
+                                         f"|x_hat_p - x_hat|\n(white = {pairs['difference_max']:.3f})":
+                                             pairs["difference"]},
                                   column_labels=row_labels, title=f"Generated pairs, {main.label} (seed P, Fig. 4)")
     elif name == "feature_dims":
       s, bank = views.bank_variance(main, lambda: features_lib.extract_split(

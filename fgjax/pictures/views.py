@@ -19,6 +19,7 @@ import numpy as np
 
 from fgjax.data import augment
 from fgjax.data import pipeline
+from fgjax.methods import perturb_ssl
 from fgjax.methods import registry
 from fgjax.methods import ssl_common
 from fgjax.ops import gradcam as gradcam_lib
@@ -143,12 +144,14 @@ def gradcam_maps(run: Run, images: np.ndarray, *, seed: int) -> np.ndarray:
 
 
 def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:
-  """Seed P, Fig. 4: ``{'x', 'x_hat', 'x_hat_p'}``, uint8 ``[N, S, S, 3]`` each.
+  """Seed P, Fig. 4: ``{'x', 'x_hat', 'x_hat_p', 'difference'}``, uint8 ``[N, S, S, 3]`` each, and
+  ``'difference_max'``: the largest ``|x_hat_p - x_hat|`` (pixel units in [0, 1]), white in ``difference``.
 
   ``x_hat = h(v)`` and ``x_hat_p = h(v_p)`` with ``v_p`` perturbed exactly as in
-  training (Eqs. 3-6): Grad-CAM scores of the SSL loss with the seeded
-  positive view, the variance of the run's memory bank, its eps_g, eps_var and
-  kappa, and the ablation toggles of its config.
+  training (``perturb_ssl.perturb_vectors``, Eqs. 3-6): Grad-CAM scores of the
+  SSL loss (with the run's ``perturb.gradcam_sign``) with the seeded positive
+  view, the variance of the run's memory bank, and the run's ``perturb`` block
+  (eps_g, eps_var, kappa, noise_scale, the ablation toggles).
   """
   method = registry.get(run.cfg.method)
   if not method.has_decoder:
@@ -157,7 +160,7 @@ def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.
   if count < 2:
     raise PicturesError(f"pairs: the memory bank of {run.label} holds {count} feature(s); "
                         "train the run first")
-  p = run.cfg.perturb
+  ph = perturb_ssl.PerturbHParams.from_config(run.cfg)
 
   @jax.jit
   def compute(state, images):
@@ -169,15 +172,21 @@ def generated_pairs(run: Run, images: np.ndarray, *, seed: int) -> dict[str, np.
     _, targets = ssl_loss_of_features(r, x_pos)
     eta = method.gradcam_scores(r.nets, state, r.cfg, v, targets)
     s = perturb_lib.feature_bank_variance(state.feature_bank, num_valid_rows=state.bank_count)
-    v_p, _ = perturb_lib.perturb_features(
-        jax.random.PRNGKey(seed), v, gradcam_scores=eta, bank_variance=s, eps_g=p.eps_g,
-        eps_var=p.eps_var, kappa=p.kappa, use_gradcam_noise=bool(p.gradcam_noise),
-        use_lowvar_noise=bool(p.lowvar_noise))
+    noise_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(v.shape[0]))
+    v_p, _ = perturb_ssl.perturb_vectors(noise_keys, v, eta, s, ph)
     return r.nets.decoder.apply({"params": params["decoder"]}, jnp.concatenate([v, v_p]))
 
   recon = compute(run.state, jnp.asarray(images))
   n = images.shape[0]
-  return {"x": np.asarray(images, np.uint8), "x_hat": to_uint8(recon[:n]), "x_hat_p": to_uint8(recon[n:])}
+  x_hat, x_hat_p = to_uint8(recon[:n]), to_uint8(recon[n:])
+  # Where the perturbation changed the picture: |x_hat_p - x_hat| per pixel (mean over the
+  # channels, in [0, 1] pixel units), scaled so that the figure's largest change is white.
+  change = np.abs(x_hat_p.astype(np.float32) - x_hat.astype(np.float32)).mean(axis=-1) / 255.0
+  largest = float(change.max())
+  scaled = change / largest if largest > 0 else change
+  difference = np.repeat(np.round(255 * scaled).astype(np.uint8)[..., None], 3, axis=-1)
+  return {"x": np.asarray(images, np.uint8), "x_hat": x_hat, "x_hat_p": x_hat_p, "difference": difference,
+          "difference_max": largest}
 
 
 def bank_variance(run: Run, train_features: Callable[[], np.ndarray]) -> tuple[np.ndarray, str]:
