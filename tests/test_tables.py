@@ -382,3 +382,68 @@ def test_torch_comparison_reads_both_benchmarks(tmp_path):
   assert text.endswith("fgjax / PyTorch = 1.25x images/s")
   (tmp_path / "torch.json").unlink()
   assert tables.main(["torch_comparison", str(tmp_path)]) == 2
+
+
+# ----------------------------------------------------------------------------
+# launch/perturb_table.sh, paired seeds: fgjax.evaluate.stats' tests and the perturb_paired table
+
+
+def test_paired_tests_against_hand_values():
+  from fgjax.evaluate import stats
+  # Differences 1, 2, 3: mean 2, sample std 1, t = 2 / (1 / sqrt 3) = 3.464 on 2 df -> p = 0.0742 (t table).
+  assert stats.paired_t_pvalue([1.0, 2.0, 3.0]) == pytest.approx(0.0742, abs=5e-4)
+  assert stats.paired_t_pvalue([1.0]) is None
+  assert stats.paired_t_pvalue([0.0, 0.0]) == 1.0 and stats.paired_t_pvalue([2.0, 2.0]) == 0.0
+  # Sign test: 5 of 5 above -> 2 / 32; 4 of 5 -> 2 * 6 / 32; a tie is left out.
+  assert stats.sign_test_pvalue([1, 2, 3, 4, 5]) == pytest.approx(0.0625)
+  assert stats.sign_test_pvalue([1, 2, 3, 4, -5]) == pytest.approx(0.375)
+  assert stats.sign_test_pvalue([1, 2, 3, 4, 5, 0]) == pytest.approx(0.0625)
+  assert stats.sign_test_pvalue([0.0]) is None
+  low, high = stats.bootstrap_interval([1.0, 2.0, 3.0])
+  assert 1.0 <= low < 2.0 < high <= 3.0 and stats.bootstrap_interval([1.0, 2.0, 3.0]) == (low, high)
+  assert stats.bootstrap_interval([4.0, 4.0]) == (4.0, 4.0) and stats.bootstrap_interval([]) is None
+  assert repro_table.paired_verdict(2.0, 0.01) == "higher" and repro_table.paired_verdict(-2.0, 0.01) == "lower"
+  assert repro_table.paired_verdict(2.0, 0.2) == "no difference shown"
+  assert repro_table.paired_verdict(2.0, None) == "too few seeds"
+
+
+def _paired_tree(runs_dir, seeds=5, variant_seeds=3, skip=()):
+  """Fine kNN of seed s: MoCo 0.30 + 0.02 s; Perturb-MoCo +1, +2, ... points over it; every other row equal
+  to MoCo's; linear probe and the rest follow the kNN."""
+  for row in tables.PAIRED_ROWS + tables.PAIRED_VARIANTS:
+    for s in range(seeds if row in tables.PAIRED_ROWS else variant_seeds):
+      if (row.name, s) in skip:
+        continue
+      value = 0.30 + 0.02 * s + (0.01 * (s + 1) if row.name == "perturb_moco" else 0.0)
+      trained = {f"{k}_{level}": value for k in ("knn20_top1", "probe100_top1", "map", "rank1")
+                 for level in ("fine", "super")}
+      trained["feature_spread"] = 0.5
+      results = {"trained": trained, "run": {"wall time s": 60.0}}
+      if row.name == "moco":
+        results["random_init"] = {k: 0.1 for k in trained}
+      _write(runs_dir, row.name, s, results)
+
+
+def test_perturb_paired_table(tmp_path):
+  _paired_tree(str(tmp_path), skip={("perturb_simsiam", 4)})
+  text = tables.perturb_paired_table(str(tmp_path), 5, 3)
+  lines = text.splitlines()
+  # Perturb-MoCo minus MoCo: +1 .. +5 points, 5 of 5 above; t = 3 / (1.581 / sqrt 5) = 4.243 on 4 df, p = 0.0132.
+  head = lines.index("| Perturb-MoCo - MoCo v2 | seed 0 | seed 1 | seed 2 | seed 3 | seed 4 | above | mean ± std | "
+                     "paired t p | sign p | bootstrap 95 % | verdict |")
+  row = lines[head + 2]
+  assert row.startswith("| linear 100 % | +1.00 | +2.00 | +3.00 | +4.00 | +5.00 | 5 of 5 | 3.00 ± 1.58 | 0.013 | "
+                        "0.062 | [+"), row
+  assert row.endswith("| higher |")
+  # Perturb-SimSiam equals SimSiam on the 4 seeds both have: no difference shown, seed 4 not a column.
+  sims = lines.index("| Perturb-SimSiam - SimSiam | seed 0 | seed 1 | seed 2 | seed 3 | above | mean ± std | "
+                     "paired t p | sign p | bootstrap 95 % | verdict |")
+  assert lines[sims + 2] == ("| linear 100 % | +0.00 | +0.00 | +0.00 | +0.00 | 0 of 4 | 0.00 ± 0.00 | 1.000 | - | "
+                             "[+0.00, +0.00] | no difference shown |")
+  # The variants: 3 seeds, against MoCo v2 and against Perturb-MoCo; the feature spread column (fine level).
+  assert "| Perturb-MoCo, pairs without shuffle-BN (the leak) - Perturb-MoCo | seed 0 | seed 1 | seed 2 |" in text
+  assert "| feature spread (collapse: 0) | +0.000 | +0.000 | +0.000 | 0 of 3 |" in text
+  assert "|   Perturb-MoCo, pairs through aug+ (3 of 5 seeds) |" in text
+  assert text.count("**Missing runs (1)**") == 1 and text.endswith(os.path.join(str(tmp_path), "perturb_simsiam_seed4"))
+  ok = _cli("perturb_paired", str(tmp_path), "--seeds", "5", "--variant_seeds", "3")
+  assert ok.returncode == 0 and ok.stdout == text + "\n", ok.stderr[-2000:]

@@ -13,11 +13,15 @@ _LEGEND = ("Fractions in %. probe{P}: linear probe on P % of the train labels; k
            "similarity, ties to the lower index; outliers: nearest-centroid, test split.")
 
 
-def _fmt(value: Any) -> str:
+# Metrics in [0, 1] that are not fractions (shown as they are, not in %).
+NOT_PERCENT = ("feature_spread",)
+
+
+def _fmt(value: Any, metric: str = "") -> str:
   if isinstance(value, float):
     if math.isnan(value):
       return "n/a"
-    return f"{100 * value:.2f}" if 0.0 <= value <= 1.0 else f"{value:.4g}"
+    return f"{100 * value:.2f}" if 0.0 <= value <= 1.0 and metric not in NOT_PERCENT else f"{value:.4g}"
   return str(value)
 
 
@@ -27,7 +31,7 @@ def _table(sections: dict[str, dict[str, Any]]) -> list[str]:
   metrics = sorted({m for s in names for m in sections[s]})
   lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
   for m in metrics:
-    lines.append(f"| {m} | " + " | ".join(_fmt(sections[s].get(m, "")) for s in names) + " |")
+    lines.append(f"| {m} | " + " | ".join(_fmt(sections[s].get(m, ""), m) for s in names) + " |")
   return lines
 
 

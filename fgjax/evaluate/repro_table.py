@@ -29,6 +29,7 @@ from typing import Callable
 from typing import Optional
 from typing import Sequence
 
+from fgjax.evaluate import stats
 from fgjax.evaluate.stats import mean_std
 
 Results = dict[str, Any]  # one run's results.json
@@ -182,6 +183,49 @@ def comparison(runs: Runs, rows: Sequence[Row], columns: Sequence[Column], basel
       diff = statistics.mean(mine) - statistics.mean(theirs)
       cells.append(f"{diff:+.{c.digits}f} ({spread_verdict(mine, theirs)})")
     lines.append(f"| {_row_title(row, runs)} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def paired_verdict(mean_difference: float, p_value: Optional[float], alpha: float = 0.05) -> str:
+  """``'higher'`` / ``'lower'`` when the paired t-test rejects no difference at ``alpha``, else
+  ``'no difference shown'``; ``'too few seeds'`` without a test."""
+  if p_value is None:
+    return "too few seeds"
+  if p_value < alpha:
+    return "higher" if mean_difference > 0 else "lower"
+  return "no difference shown"
+
+
+def paired(runs: Runs, method: Row, base: Row, columns: Sequence[Column]) -> list[str]:
+  """``method`` minus ``base`` on the seeds both have (the same initialisation and data order per seed).
+
+  One line per compared column: the per-seed differences, the seeds on which the method is above its
+  base, their mean ± std, the paired t-test's two-sided p, the exact sign test's p, a 95 % percentile
+  bootstrap interval of the mean difference, and :func:`paired_verdict` (the t-test at 0.05).
+  """
+  cols = [c for c in columns if c.compare]
+  seeds = sorted(set(runs.results.get(method.name, {})) & set(runs.results.get(base.name, {})))
+  name = f"{method.title.strip()} - {base.title.strip()}"
+  if not seeds:
+    return [f"{name}: no seed with both runs yet."]
+  lines = [f"| {name} | " + " | ".join(f"seed {s}" for s in seeds) +
+           " | above | mean ± std | paired t p | sign p | bootstrap 95 % | verdict |",
+           "|---|" + "---|" * (len(seeds) + 6)]
+  p_text = lambda p: "-" if p is None else f"{p:.3f}"  # noqa: E731
+  for c in cols:
+    mine, theirs = values(runs, method.name, c), values(runs, base.name, c)
+    by_seed = {s: mine[s] - theirs[s] for s in seeds if s in mine and s in theirs}
+    if not by_seed:
+      continue
+    diffs = list(by_seed.values())
+    t_p = stats.paired_t_pvalue(diffs)
+    interval = stats.bootstrap_interval(diffs) if len(diffs) > 1 else None
+    ci = "-" if interval is None else f"[{interval[0]:+.{c.digits}f}, {interval[1]:+.{c.digits}f}]"
+    cells = [f"{by_seed[s]:+.{c.digits}f}" if s in by_seed else "-" for s in seeds]
+    lines.append(f"| {c.title} | " + " | ".join(cells) +
+                 f" | {sum(d > 0 for d in diffs)} of {len(diffs)} | {mean_std(diffs, digits=c.digits)} | "
+                 f"{p_text(t_p)} | {p_text(stats.sign_test_pvalue(diffs))} | {ci} | "
+                 f"{paired_verdict(statistics.mean(diffs), t_p)} |")
   return lines
 
 

@@ -76,6 +76,22 @@ def _check_split(name: str, features: np.ndarray, labels: Mapping[str, np.ndarra
       raise EvaluationError(f"{name} {level} labels have shape {np.shape(y)}, features {features.shape}")
 
 
+def feature_spread(features) -> float:
+  """SimSiam's collapse check on frozen features: the std over examples of the l2-normalised features,
+  averaged over the ``d`` dimensions, times ``sqrt(d)``.
+
+  Features spread like a zero-mean isotropic Gaussian give about 1; features collapsed to one direction
+  give 0. Pooled ReLU features are non-negative (their mean is not 0), so a healthy encoder's value
+  lies well below 1: compare runs and their random init with each other, not with 1.
+
+  Args:
+    features: ``[N, d]``, N >= 2.
+  """
+  f = np.asarray(features, np.float64)
+  z = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+  return float(np.mean(np.std(z, axis=0)) * np.sqrt(f.shape[1]))
+
+
 def evaluate_features(e: ml_collections.ConfigDict, train_features, train_labels: Mapping[str, Any],
                       test_features, test_labels: Mapping[str, Any], *,
                       super_logits=None, monitor_only: bool = False) -> dict[str, float | int]:
@@ -149,6 +165,8 @@ def evaluate_features(e: ml_collections.ConfigDict, train_features, train_labels
                                             chunk_size=e.chunk_size)
     out[f"outliers_{outlier_level}"] = o["num_outliers"]
     out[f"outlier_share_{outlier_level}"] = o["share"]
+
+  out["feature_spread"] = feature_spread(test_features)
 
   if super_logits is not None:
     num_classes = np.shape(super_logits)[1]

@@ -1,6 +1,7 @@
 r"""The Markdown tables of the reproduction scripts in ``launch/``, from their runs' results.json.
 
-  python -m fgjax.tools.tables perturb RUNS_DIR --seeds 2          # launch/perturb_table.sh
+  python -m fgjax.tools.tables perturb_paired RUNS_DIR --seeds 5 --variant_seeds 3   # launch/perturb_table.sh
+  python -m fgjax.tools.tables perturb RUNS_DIR --seeds 2          # the earlier unpaired table (ablations)
   python -m fgjax.tools.tables base_indi RUNS_DIR --seeds 3 [--settings blank,tinted]
   python -m fgjax.tools.tables hcl RUNS_DIR --seeds 3              # launch/hcl_table.sh
   python -m fgjax.tools.tables class_attentive RUNS_DIR --seeds 3 [--settings default,hard]
@@ -62,8 +63,9 @@ def _knn(level: str, title: str) -> Column:
 
 
 def _tables(runs: repro_table.Runs, sections: Sequence[tuple[str, Sequence[Row], Sequence[Column], str]], *,
-            caption: str, baseline: Row, random_init_from: Sequence[str]) -> str:
-  """Several :func:`repro_table.render` sections of the same runs (e.g. fine and super classes)."""
+            caption: str, baseline: Row, random_init_from: Sequence[str], list_missing: bool = True) -> str:
+  """Several :func:`repro_table.render` sections of the same runs (e.g. fine and super classes), then the
+  missing runs (``list_missing=False``: the caller lists them)."""
   if not runs.results:
     raise FileNotFoundError(f"no run of the table under {runs.runs_dir} (<row>_seed<s>/results.json, rows "
                             f"{sorted({row.name for _, rows, _, _ in sections for row in rows})})")
@@ -73,7 +75,7 @@ def _tables(runs: repro_table.Runs, sections: Sequence[tuple[str, Sequence[Row],
                                 baseline=baseline, paper_title=paper_title, random_init_from=random_init_from,
                                 title=title, list_missing=False)
     lines.append("")
-  lines += repro_table.missing_runs(runs)
+  lines += repro_table.missing_runs(runs) if list_missing else []
   return "\n".join(lines).rstrip("\n")
 
 
@@ -109,6 +111,59 @@ def perturb_table(runs_dir: str, seeds: int) -> str:
               "features with 100 / 50 / 20 % of the train labels; rank-1, mAP: leave-one-out retrieval; kNN: "
               "weighted, train -> test. Paper: ResNet-50 from ImageNet weights, 100 epochs on CUB-200.",
       baseline=PERTURB_ROWS[0], random_init_from=["moco"])
+
+
+# ----------------------------------------------------------------------------
+# launch/perturb_table.sh: does Perturb-SSL help? Each method beside its base on paired seeds
+
+PAIRED_ROWS = (
+    Row("moco", "MoCo v2"), Row("perturb_moco", "Perturb-MoCo"),
+    Row("simsiam", "SimSiam"), Row("perturb_simsiam", "Perturb-SimSiam"))
+PAIRED_VARIANTS = (
+    Row("pm_unshuffled", "  Perturb-MoCo, pairs without shuffle-BN (the leak)"),
+    Row("pm_sign_loss", "  Perturb-MoCo, Grad-CAM of +L_C (Eq. 3 as printed)"),
+    Row("pm_noise_variance", "  Perturb-MoCo, N(0, x) with x a variance"),
+    Row("pm_pair_aug", "  Perturb-MoCo, pairs through aug+"),
+    Row("no_pairs", "  L_C + alpha L_R only (no pairs)"))
+# (method, base): the question first, then what each variant changes against MoCo v2 and against Perturb-MoCo.
+PAIRED_COMPARISONS = ((PAIRED_ROWS[1], PAIRED_ROWS[0]), (PAIRED_ROWS[3], PAIRED_ROWS[2])) + tuple(
+    (variant, base) for base in (PAIRED_ROWS[0], PAIRED_ROWS[1]) for variant in PAIRED_VARIANTS)
+
+
+def _paired_columns(level: str) -> list[Column]:
+  return [Column("linear 100 %", f"probe100_top1_{level}"), _knn(level, "kNN"), Column("mAP", f"map_{level}"),
+          Column("rank-1", f"rank1_{level}")]
+
+
+FEATURE_SPREAD = Column("feature spread (collapse: 0)", "feature_spread", scale=1.0, digits=3)
+
+
+def perturb_paired_table(runs_dir: str, seeds: int, variant_seeds: int) -> str:
+  """Fine and super classes per method (mean ± std), then each method minus its base per seed with the
+  paired tests (``repro_table.paired``); the variants on ``variant_seeds`` seeds."""
+  runs = repro_table.gather(runs_dir, [row.name for row in PAIRED_ROWS], seeds)
+  variants = repro_table.gather(runs_dir, [row.name for row in PAIRED_VARIANTS], variant_seeds)
+  runs.results.update(variants.results)
+  runs.missing += variants.missing
+  rows = PAIRED_ROWS + PAIRED_VARIANTS
+  fine, coarse = _paired_columns("fine") + [FEATURE_SPREAD], _paired_columns("super")
+  text = _tables(runs, [("Fine classes", rows, fine, "-"), ("Super-classes", rows, coarse, "-")],
+                 caption="Embedded patches data (8 super-classes x 4 fine classes), test split, each run from the "
+                         "same random init per seed (MoCo v2's encoder, the random-init row). Linear: probe on "
+                         "frozen features, all train labels; kNN: weighted, train -> test; mAP, rank-1: "
+                         "leave-one-out retrieval. Feature spread: std of the l2-normalised test features x "
+                         "sqrt(d), SimSiam's collapse check (0: collapsed).",
+                 baseline=PAIRED_ROWS[0], random_init_from=["moco"], list_missing=False)
+  lines = ["", "## Paired differences", "",
+           "Method minus base on each seed both have (same initialisation, data order and augmentations), in "
+           "points. *above*: seeds on which the method is higher. *paired t p*: two-sided paired t-test; "
+           "*sign p*: exact two-sided sign test (5 seeds cannot reach p < 0.0625); *bootstrap 95 %*: percentile "
+           "interval of the mean difference. Verdict: the t-test at 0.05.", ""]
+  for level, columns in (("fine", fine), ("super", coarse)):
+    lines += [f"### {level} classes", ""]
+    for method, base in PAIRED_COMPARISONS:
+      lines += repro_table.paired(runs, method, base, columns) + [""]
+  return text + "\n" + "\n".join(lines + repro_table.missing_runs(runs)).rstrip("\n")
 
 
 # ----------------------------------------------------------------------------
@@ -335,6 +390,7 @@ def _settings(args: argparse.Namespace, default: Sequence[str]) -> list[str]:
 TABLES: dict[str, tuple[Callable[[argparse.Namespace], str], Sequence[str] | None]] = {
     "torch_comparison": (lambda a: torch_comparison(a.runs_dir), None),
     "perturb": (lambda a: perturb_table(a.runs_dir, a.seeds), None),
+    "perturb_paired": (lambda a: perturb_paired_table(a.runs_dir, a.seeds, a.variant_seeds), None),
     "base_indi": (lambda a: base_indi_table(a.runs_dir, a.seeds, _settings(a, BASE_INDI_SETTINGS)),
                   tuple(BASE_INDI_SETTINGS)),
     "hcl": (lambda a: hcl_table(a.runs_dir, a.seeds, a.sweep_seeds), None),
@@ -347,6 +403,7 @@ TABLES: dict[str, tuple[Callable[[argparse.Namespace], str], Sequence[str] | Non
 # The panels of each table's curves PNG: (run name, title), in the table's row order.
 CURVE_PANELS: dict[str, Sequence[tuple[str, str]]] = {
     "perturb": [(row.name, row.title.strip()) for row in PERTURB_ROWS],
+    "perturb_paired": [(row.name, row.title.strip()) for row in PAIRED_ROWS + PAIRED_VARIANTS],
     "base_indi": BASE_INDI_TITLES,
     "hcl": [(row.name, row.title) for row in HCL_ROWS + HCL_SWEEP_ROWS],
     "class_attentive": [(name, title.split(" `")[0].strip("*")) for name, title, _ in CLASS_ATTENTIVE_ROWS],
@@ -386,9 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "default blank,tinted and default,hard")
   parser.add_argument("--curves", default=None, metavar="PNG", help="also draw every run's online kNN curve")
   parser.add_argument("--sweep_seeds", type=int, default=1, help="hcl: seeds 0 .. N-1 of the lambda sweep")
+  parser.add_argument("--variant_seeds", type=int, default=3,
+                      help="perturb_paired: seeds 0 .. N-1 of the Perturb-MoCo variants")
   args = parser.parse_args(argv)
-  if args.seeds < 1 or args.sweep_seeds < 1:
-    parser.error(f"--seeds and --sweep_seeds must be >= 1, got {args.seeds} and {args.sweep_seeds}")
+  if min(args.seeds, args.sweep_seeds, args.variant_seeds) < 1:
+    parser.error(f"--seeds, --sweep_seeds and --variant_seeds must be >= 1, got {args.seeds}, {args.sweep_seeds} "
+                 f"and {args.variant_seeds}")
   table, settings = TABLES[args.table]
   try:
     text = table(args)
