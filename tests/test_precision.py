@@ -123,7 +123,7 @@ def test_moco_gradcam_head_runs_in_float32():
   queue = losses.l2_normalize(jnp.asarray(rng.normal(size=(16, cfg.model.proj_dim)), jnp.float32))
   head_params = nets32.head.init(jax.random.PRNGKey(0), v)["params"]
   scores = lambda head: jax.jit(  # noqa: E731
-      lambda p: perturb_moco.gradcam_scores(head, p, v, keys, queue, 0.2))(head_params)
+      lambda p: perturb_moco.gradcam_scores(head, p, v, keys, queue, 0.2, "-loss"))(head_params)
   eta16, eta32 = scores(nets16.head), scores(nets32.head)
   assert eta16.dtype == jnp.float32
   np.testing.assert_allclose(eta16, eta32, rtol=1e-6, atol=1e-9)  # a bf16 head is ~1e-2 off
@@ -141,7 +141,7 @@ def test_simsiam_gradcam_heads_run_in_float32():
   params = {"head": head_params, "predictor": pred_params}
   # vmap over a device axis of size 1 binds the BN axis name, as shard_map does.
   scores = lambda nets: jax.jit(jax.vmap(  # noqa: E731
-      lambda a, b: perturb_simsiam.gradcam_scores(nets, params, a, b), axis_name=DATA_AXIS))(v, z2)
+      lambda a, b: perturb_simsiam.gradcam_scores(nets, params, a, b, "-loss"), axis_name=DATA_AXIS))(v, z2)
   eta16, eta32 = scores(nets16), scores(nets32)
   assert eta16.dtype == jnp.float32
   np.testing.assert_allclose(eta16, eta32, rtol=1e-6, atol=1e-9)

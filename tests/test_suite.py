@@ -286,3 +286,12 @@ def test_outlier_level_auto_is_the_coarsest_level_present(data):
 
 def test_evaluation_error_is_value_error():
   assert issubclass(suite.EvaluationError, ValueError)
+
+
+def test_feature_spread_is_one_for_isotropic_features_and_zero_when_collapsed():
+  rng = np.random.default_rng(0)
+  isotropic = rng.normal(size=(4000, 64))
+  assert abs(suite.feature_spread(isotropic) - 1.0) < 0.02  # std of a unit vector's coordinate: 1/sqrt(d)
+  collapsed = np.tile(rng.normal(size=(1, 64)), (100, 1)) * rng.uniform(1, 2, size=(100, 1))  # one direction
+  assert suite.feature_spread(collapsed) < 1e-6
+  assert suite.feature_spread(np.abs(isotropic)) < 0.7  # non-negative (pooled ReLU) features: below 1
