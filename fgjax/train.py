@@ -237,6 +237,13 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
                cfg.method, pretrain_steps, joint_steps, num_devices, start)
   profiler.warn_if_outside(start, last_step)
 
+  def last_good() -> str:
+    """Where to go back to after a NaN or an explosion: the last checkpoint, or that there is none."""
+    if last_saved == 0 and ckpt.latest_step() is None:
+      return (f"no checkpoint was saved before it (train.checkpoint_every = {cfg.train.checkpoint_every}); "
+              "a rerun starts from the beginning")
+    return f"the last good checkpoint is step {last_saved} in {ckpt.directory}"
+
   def flush(step: int) -> dict[str, float]:
     """Fetches buffered metrics, stops on NaN/inf (before any checkpoint of it)."""
     fetched = [(s, {k: float(v) for k, v in jax.device_get(m).items()}) for s, m in pending]
@@ -245,13 +252,11 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
     if bad is not None:
       bad_step, term = bad
       raise NonFiniteLossError(
-          f"non-finite {term} at step {bad_step} (steps {fetched[0][0]}-{fetched[-1][0]} checked); "
-          f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
+          f"non-finite {term} at step {bad_step} (steps {fetched[0][0]}-{fetched[-1][0]} checked); {last_good()}")
     norm = float(_param_norm(state)) if fetched else 0.0  # (nothing new: checked at this step already)
     if not norm < MAX_PARAM_NORM:  # (also catches NaN)
       raise NonFiniteLossError(
-          f"parameter norm {norm:.3g} at step {step} exceeds {MAX_PARAM_NORM:.0e} (exploded); "
-          f"the last good checkpoint is step {last_saved} in {ckpt.directory}")
+          f"parameter norm {norm:.3g} at step {step} exceeds {MAX_PARAM_NORM:.0e} (exploded); {last_good()}")
     for s, scalars in fetched:
       writer.write(s, scalars)
     return fetched[-1][1] if fetched else {}

@@ -266,6 +266,20 @@ def test_image_folder_super_map_missing_class(tree, tmp_path):
   assert "sparrow" in str(e.value) and path in str(e.value)
 
 
+@pytest.mark.parametrize("content, match", [
+    ("albatross\tseabird\n".encode() + "warbler\tSingv\u00f6gel\n".encode("latin-1"),
+     r"is not UTF-8 text: byte 0xf6 at offset 31 \(line 2\); save it as UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", r"is a binary file \(a NUL byte at offset 8\)"),
+])
+def test_a_super_map_that_is_not_utf8_text_is_one_error_naming_the_byte(tree, tmp_path, content, match):
+  """It was a UnicodeDecodeError traceback from the reader."""
+  path = tmp_path / "map.tsv"
+  path.write_bytes(content)
+  with pytest.raises(DataError, match=match) as e:
+    image_folder(tree, "train", super_map=str(path))
+  assert str(path) in str(e.value)
+
+
 @pytest.fixture
 def corrupt_tree(tmp_path):
   root = _make_tree(tmp_path / "d")

@@ -107,6 +107,21 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path,
   ckpt.close()
 
 
+def test_nan_before_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch):
+  """The stop named 'the last good checkpoint is step 0' where no checkpoint existed."""
+  original = moco.moco_step
+
+  def poisoned(state, batch, rng, **kw):
+    new_state, metrics = original(state, batch, rng, **kw)
+    return new_state, dict(metrics, loss_c=jax.numpy.where(state.step >= 1, jax.numpy.nan, metrics["loss_c"]))
+
+  monkeypatch.setitem(registry.METHODS, "moco", dataclasses.replace(registry.METHODS["moco"], joint_step=poisoned))
+  cfg = _config("moco", train__checkpoint_every=100, train__log_every=3)
+  with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss_c at step 2 .*no checkpoint was saved before "
+                                                     r"it \(train.checkpoint_every = 100\)"):
+    train.train_and_evaluate(cfg, str(tmp_path), devices=_one_device())
+
+
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")

@@ -95,19 +95,30 @@ def load_super_map(path: str, fine_names: Sequence[str]) -> tuple[np.ndarray, li
   if not os.path.isfile(path):
     raise DataError(f"super-class map {path} does not exist")
   mapping: dict[str, str] = {}
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      line = line.strip()
-      if not line or line.startswith("#"):
-        continue
-      sep = "\t" if "\t" in line else ","
-      parts = [p.strip() for p in line.split(sep)]
-      if len(parts) < 2 or not parts[0] or not parts[1]:
-        raise DataError(f"{path}:{number}: expected 'fine_class<tab or comma>super_class', got {line!r}")
-      fine, sup = parts[0], parts[1]
-      if fine in mapping and mapping[fine] != sup:
-        raise DataError(f"{path}:{number}: class {fine!r} maps to both {mapping[fine]!r} and {sup!r}")
-      mapping[fine] = sup
+  with open(path, "rb") as f:
+    raw = f.read()
+  if b"\0" in raw:
+    offset = raw.index(b"\0")
+    raise DataError(f"super-class map {path} is a binary file (a NUL byte at offset {offset}), "
+                    "not a text file of 'fine_class<tab or comma>super_class' lines")
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line_number = raw.count(b"\n", 0, e.start) + 1
+    raise DataError(f"super-class map {path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                    f"(line {line_number}); save it as UTF-8") from None
+  for number, line in enumerate(text.splitlines(), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    sep = "\t" if "\t" in line else ","
+    parts = [p.strip() for p in line.split(sep)]
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+      raise DataError(f"{path}:{number}: expected 'fine_class<tab or comma>super_class', got {line!r}")
+    fine, sup = parts[0], parts[1]
+    if fine in mapping and mapping[fine] != sup:
+      raise DataError(f"{path}:{number}: class {fine!r} maps to both {mapping[fine]!r} and {sup!r}")
+    mapping[fine] = sup
   missing = [name for name in fine_names if name not in mapping]
   if missing:
     raise DataError(f"super-class map {path} has no entry for class {missing[0]!r}"
