@@ -6,6 +6,7 @@ uninterrupted run's bit for bit.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -239,6 +240,52 @@ def test_damaged_latest_step_falls_back_for_resume_and_evaluate(finished_run, tm
   _run(_config(), workdir)
   assert os.path.isdir(os.path.join(workdir, checkpointing.DAMAGED_DIR, "8"))
   _assert_same_state(_final(workdir)[2], _final(finished_run)[2])
+
+
+def test_every_kept_step_has_its_digests(finished_run):
+  names = sorted(os.listdir(os.path.join(finished_run, checkpointing.DIGESTS_DIR)))
+  assert names == ["4.json", "6.json", "8.json"]  # keep_checkpoints=3: those of steps 2 and earlier removed
+  with open(os.path.join(finished_run, checkpointing.DIGESTS_DIR, "8.json")) as f:
+    digests = json.load(f)
+  _, state, _ = checkpointing.read_latest(finished_run)
+  kernel = state["params"]["encoder"]["stage1_block1"]["conv_bn1"]["conv"]["kernel"]
+  assert digests["params/encoder/stage1_block1/conv_bn1/conv/kernel"] == hashlib.sha256(
+      np.asarray(kernel).tobytes()).hexdigest()
+  assert len(digests) == len(jax.tree.leaves(state))
+
+
+def test_flipped_bytes_inside_an_array_file_fall_back_to_the_step_before(finished_run, tmp_path):
+  """OCDBT/zstd has no checksum: before the digests, the damaged step was used without a word."""
+  workdir = _copy(finished_run, tmp_path / "run")
+  path = _array_files(os.path.join(workdir, "checkpoints", "8"))[0]
+  with open(path, "r+b") as f:
+    data = bytearray(f.read())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    f.seek(0)
+    f.write(data)
+  assert checkpoint_eval.restore_run(workdir).step == 6
+  with pytest.raises(checkpoint_eval.EvaluationError, match=r"checkpoint step 8 .* is damaged"):
+    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
+  _run(_config(), workdir)  # resume: step 6, then step 8 trained again
+  assert os.path.isdir(os.path.join(workdir, checkpointing.DAMAGED_DIR, "8"))
+  _assert_same_state(_final(workdir)[2], _final(finished_run)[2])
+
+
+def test_a_step_whose_content_differs_from_its_digests_names_the_array(finished_run, tmp_path):
+  workdir = _copy(finished_run, tmp_path / "run")
+  path = os.path.join(workdir, checkpointing.DIGESTS_DIR, "8.json")
+  with open(path) as f:
+    digests = json.load(f)
+  digests["queue"] = "0" * 64  # as if the queue's bytes had changed on disk
+  with open(path, "w") as f:
+    json.dump(digests, f)
+  with pytest.raises(checkpoint_eval.EvaluationError,
+                     match=r"checkpoint step 8 .* is damaged \(array queue differs from the digest"):
+    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
+  assert checkpoint_eval.restore_run(workdir).step == 6
+  os.remove(path)  # a step saved before digests existed: read, not verified
+  assert checkpoint_eval.restore_run(workdir, checkpoint_step=8).step == 8
 
 
 def test_missing_metadata_or_half_deleted_step_is_not_a_step(finished_run, tmp_path):

@@ -6,6 +6,13 @@ that would otherwise still be listed. Restoring reads every array; a step that
 cannot be read (a deleted or truncated array file, damaged metadata) is
 *damaged*, and :meth:`Checkpointer.restore_latest_good` falls back to the step
 before it, naming the damage in one line.
+
+orbax's OCDBT/zstd files carry no checksum: flipped bytes inside an array file
+can decode to wrong numbers without an error. So every save first writes the
+SHA-256 of each array's bytes to ``<workdir>/checkpoint_digests/<step>.json``
+(atomically, before orbax starts, so a committed step always has its digests);
+a restore recomputes them and treats a step whose content differs as damaged,
+naming the first array that differs.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import hashlib
+import json
 import logging as std_logging
 import os
 import re
@@ -21,6 +30,7 @@ import sys
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -59,9 +69,19 @@ def shape_mismatch(expected: Any, saved: dict[str, tuple[tuple[int, ...], str]])
   return None
 
 
+def state_digests(state: Any) -> dict[str, str]:
+  """``'params/encoder/conv_init/kernel' -> SHA-256 hex`` of every array's bytes (host copies)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+    data = np.ascontiguousarray(leaf).reshape(-1).view(np.uint8)  # (bfloat16 too: bytes, not values)
+    out[tree_path(path)] = hashlib.sha256(data).hexdigest()
+  return out
+
+
 # Files every complete step has (orbax writes them last, at the commit).
 REQUIRED_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/manifest.ocdbt", "data/metadata")
 DAMAGED_DIR = "damaged_checkpoints"  # under the workdir: damaged steps are moved here, not deleted
+DIGESTS_DIR = "checkpoint_digests"  # under the workdir: <step>.json, the arrays' SHA-256 at save
 
 
 def _first_line(e: BaseException) -> str:
@@ -116,6 +136,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 1, create: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.digests_directory = os.path.abspath(os.path.join(workdir, DIGESTS_DIR))
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     # Handlers named up front, so that metadata can be read before a restore.
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
@@ -147,9 +168,60 @@ class Checkpointer:
     return {tree_path(path): (tuple(leaf.shape), str(leaf.dtype))
             for path, leaf in jax.tree_util.tree_flatten_with_path(metadata)[0]}
 
+  def _digest_path(self, step: int) -> str:
+    return os.path.join(self.digests_directory, f"{step}.json")
+
+  def _write_digests(self, step: int, state: Any) -> None:
+    """Process 0 writes ``step``'s digests (tmp file + rename) and drops those of steps orbax removed."""
+    if jax.process_index() != 0:
+      return
+    os.makedirs(self.digests_directory, exist_ok=True)
+    path = self._digest_path(step)
+    with open(path + ".tmp", "w") as f:
+      json.dump(state_digests(state), f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    self._prune_digests(also_keep=step)
+
+  def _prune_digests(self, also_keep: int | None = None) -> None:
+    """Removes the digests of steps orbax no longer has (and half-written digest files)."""
+    if jax.process_index() != 0 or not os.path.isdir(self.digests_directory):
+      return
+    kept = {f"{s}.json" for s in self._manager.all_steps()} | {f"{also_keep}.json"}
+    for name in os.listdir(self.digests_directory):
+      if name not in kept:
+        os.remove(os.path.join(self.digests_directory, name))
+
+  def verify(self, step: int, restored_state: Any) -> None:
+    """Raises :class:`CheckpointError` when ``restored_state`` differs from ``step``'s digests.
+
+    A step saved before fgjax wrote digests has none: it is read, not verified (logged).
+    """
+    path = self._digest_path(step)
+    if not os.path.isfile(path):
+      logging.warning("checkpoint step %d in %s has no digests (saved before fgjax wrote them): read, "
+                      "not verified", step, self.directory)
+      return
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except (OSError, ValueError) as e:
+      raise CheckpointError(f"checkpoint step {step}: its digests {path} cannot be read ({e})") from None
+    got = state_digests(restored_state)
+    for name, digest in saved.items():
+      if got.get(name) != digest:
+        raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged (array {name} differs "
+                              f"from the digest written when it was saved)")
+    extra = sorted(set(got) - set(saved))
+    if extra:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory}: array {extra[0]} has no digest")
+
   def save(self, step: int, state: Any, *, data_position: int) -> None:
-    """Starts an (asynchronous) save of ``step``; a full disk is a :class:`CheckpointError`."""
+    """Writes ``step``'s digests, then starts an (asynchronous) save of it; a full disk is a
+    :class:`CheckpointError`."""
     with self._disk_full_is_one_line(step):
+      self._write_digests(step, state)
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           data=ocp.args.JsonSave({"data_position": int(data_position)})))
@@ -201,6 +273,7 @@ class Checkpointer:
       gc.collect()  # the abandoned reads' echoes come now, while silenced
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged "
                             f"({_first_line(e)})") from None
+    self.verify(step, restored["state"])
     return restored["state"], position
 
   def read(self, step: int) -> tuple[Any, int]:
@@ -278,6 +351,7 @@ class Checkpointer:
   def close(self) -> None:
     try:
       self.wait()
+      self._prune_digests()
     finally:
       self._manager.close()
 
