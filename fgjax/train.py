@@ -26,6 +26,7 @@ from fgjax import optim
 from fgjax.config import blocks as config_blocks
 from fgjax.data import pipeline
 from fgjax.errors import ConfigError
+from fgjax.errors import DataError
 from fgjax.errors import NonFiniteLossError
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import curves
@@ -136,12 +137,19 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   mesh = parallel.make_mesh(devices)
   registry.validate(cfg, num_devices=mesh.size, num_processes=jax.process_count())
   precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
+  created = bool(workdir) and not os.path.exists(os.path.abspath(workdir))
   workdir = workdir_lib.prepare(workdir)
-  profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
-  # Process 0 holds the lock for the processes of a multi-process run (one workdir).
-  with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    workdir_lib.check_resume_config(workdir, cfg)
-    return _train_and_evaluate(cfg, workdir, mesh, profiler, started)
+  try:
+    profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
+    # Process 0 holds the lock for the processes of a multi-process run (one workdir).
+    with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+      workdir_lib.check_resume_config(workdir, cfg)
+      return _train_and_evaluate(cfg, workdir, mesh, profiler, started)
+  except (DataError, ConfigError):
+    # Bad input found before training: a workdir this run created holds only its config and lock. Remove it.
+    if created and jax.process_index() == 0:
+      workdir_lib.remove_if_untouched(workdir)
+    raise
 
 
 def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,

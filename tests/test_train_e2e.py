@@ -129,6 +129,29 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     train.train_and_evaluate(_config("moco"), str(blocker / "run"), devices=_one_device())
 
 
+def test_a_workdir_that_is_a_file_is_named_so(tmp_path):
+  """It said 'is not writable: File exists'."""
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(train.WorkdirError, match=r"workdir .*file' is a file, not a directory"):
+    train.train_and_evaluate(_config("moco"), str(blocker), devices=_one_device())
+  assert blocker.read_text() == "not a directory"
+
+
+def test_bad_input_found_after_the_workdir_was_made_leaves_no_trace(tmp_path):
+  """A data-dependent error (found once the data is read) left config.json and the lock in a new workdir."""
+  cfg = _config("moco", eval__knn_ks=(100000,))  # k above the training split's size: known once it is read
+  with pytest.raises(errors.ConfigError, match=r"eval.knn_ks.*exceeds the 32 training images"):
+    train.train_and_evaluate(cfg, str(tmp_path / "new"), devices=_one_device())
+  assert not (tmp_path / "new").exists()
+  # An existing workdir is never removed.
+  (tmp_path / "old").mkdir()
+  (tmp_path / "old" / "notes.txt").write_text("mine")
+  with pytest.raises(errors.ConfigError, match="eval.knn_ks"):
+    train.train_and_evaluate(cfg, str(tmp_path / "old"), devices=_one_device())
+  assert (tmp_path / "old" / "notes.txt").read_text() == "mine"
+
+
 def test_config_error_before_compiling(tmp_path):
   cfg = _config("moco")
   cfg.moco.temperature = -1.0

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 from typing import Any
 
@@ -49,11 +50,25 @@ def prepare(workdir: str) -> str:
   if not workdir:
     raise WorkdirError("no workdir given: pass --workdir=DIR (or --config.workdir=DIR)")
   workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir {workdir!r} is a file, not a directory: use another --workdir")
   try:
     fs.ensure_writable_dir(workdir)
   except OSError as e:
     raise WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
   return workdir
+
+
+def remove_if_untouched(workdir: str) -> bool:
+  """Removes a workdir that holds nothing but what a run writes before training (config.json, the lock).
+
+  For a run that created its workdir and then stopped on bad input: it leaves no trace. Returns whether
+  it removed it.
+  """
+  if not os.path.isdir(workdir) or not set(os.listdir(workdir)) <= {"config.json", "config.json.tmp", LOCK_NAME}:
+    return False
+  shutil.rmtree(workdir, ignore_errors=True)
+  return True
 
 
 class Lock:
