@@ -307,6 +307,28 @@ def test_missing_metadata_or_half_deleted_step_is_not_a_step(finished_run, tmp_p
   _assert_same_state(_final(workdir)[2], _final(finished_run)[2])
 
 
+def test_orbax_temporary_folders_are_moved_and_stray_entries_named(finished_run, tmp_path, caplog):
+  """A kill during orbax's write left <step>.orbax-checkpoint-tmp-<n> in checkpoints/ forever."""
+  workdir = _copy(finished_run, tmp_path / "run")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  os.makedirs(os.path.join(ckpt_dir, "10.orbax-checkpoint-tmp-1765", "state"))
+  with open(os.path.join(ckpt_dir, "notes.txt"), "w") as f:
+    f.write("mine")
+  caplog.set_level("WARNING")
+  _run(_config(), workdir)  # finished: nothing to train, the leftovers handled at the start
+  assert os.path.isdir(os.path.join(workdir, checkpointing.DAMAGED_DIR, "10.orbax-checkpoint-tmp-1765"))
+  assert sorted(os.listdir(ckpt_dir)) == ["4", "6", "8", "notes.txt"]
+  assert "1 entry that is not checkpoint steps (left alone): ['notes.txt']" in caplog.text
+
+
+def test_evaluation_names_a_newer_incomplete_step_it_skips(finished_run, tmp_path, caplog):
+  workdir = _copy(finished_run, tmp_path / "run")
+  os.remove(os.path.join(workdir, "checkpoints", "8", "state", "_METADATA"))
+  caplog.set_level("WARNING")
+  assert checkpoint_eval.restore_run(workdir).step == 6
+  assert "evaluating checkpoint step 6" in caplog.text and "folder(s) [8] are incomplete" in caplog.text
+
+
 def test_every_step_damaged_is_one_error(finished_run, tmp_path):
   workdir = _copy(finished_run, tmp_path / "run")
   for step in ("4", "6", "8"):

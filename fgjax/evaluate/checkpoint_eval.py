@@ -202,6 +202,10 @@ def restore_run(workdir: str, *, checkpoint_step: int = -1, train_config: str = 
         step = checkpoint_step
       else:  # the latest; a damaged one falls back to the step before (named in the log)
         state, _, step = ckpt.restore_latest_good(target, move_damaged=False)
+        newer = [s for s in ckpt.incomplete_steps() if s > step]
+        if newer:
+          logging.warning("evaluating checkpoint step %d of %s: the newer step folder(s) %s are incomplete "
+                          "(a run still writing, or killed while writing), not steps", step, ckpt_dir, newer)
     except checkpointing.CheckpointError as e:
       raise EvaluationError(str(e)) from None
   finally:

@@ -137,6 +137,7 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 1, create: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.digests_directory = os.path.abspath(os.path.join(workdir, DIGESTS_DIR))
+    self._writes = create  # training (False: evaluation and tools only read)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     # Handlers named up front, so that metadata can be read before a restore.
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
@@ -186,7 +187,7 @@ class Checkpointer:
 
   def _prune_digests(self, also_keep: int | None = None) -> None:
     """Removes the digests of steps orbax no longer has (and half-written digest files)."""
-    if jax.process_index() != 0 or not os.path.isdir(self.digests_directory):
+    if not self._writes or jax.process_index() != 0 or not os.path.isdir(self.digests_directory):
       return
     kept = {f"{s}.json" for s in self._manager.all_steps()} | {f"{also_keep}.json"}
     for name in os.listdir(self.digests_directory):
@@ -334,8 +335,35 @@ class Checkpointer:
     self._manager.reload()  # orbax caches the step list
     return target
 
+  def leftovers(self) -> tuple[list[str], list[str]]:
+    """``(orbax's temporary folders, other entries)`` in the checkpoint directory that are not steps.
+
+    A run killed while orbax wrote a step leaves ``<step>.orbax-checkpoint-tmp-<n>``; anything else
+    there that is not a step folder is not fgjax's.
+    """
+    if not os.path.isdir(self.directory):
+      return [], []
+    temporary, stray = [], []
+    for name in sorted(os.listdir(self.directory)):
+      if re.fullmatch(r"\d+", name):
+        continue
+      (temporary if re.fullmatch(r"\d+\.orbax-checkpoint-tmp-.*", name) else stray).append(name)
+    return temporary, stray
+
   def quarantine_incomplete(self) -> list[int]:
-    """Moves every incomplete step folder aside (see :meth:`quarantine`), with a warning; returns them."""
+    """Moves every incomplete step folder and orbax temporary folder aside (see :meth:`quarantine`), with a
+    warning, and names the other entries that are not steps (left alone); returns the incomplete steps."""
+    temporary, stray = self.leftovers()
+    if temporary and jax.process_index() == 0:
+      target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+      os.makedirs(target_dir, exist_ok=True)
+      for name in temporary:
+        shutil.move(os.path.join(self.directory, name), os.path.join(target_dir, name))
+      logging.warning("moved %d unfinished orbax write(s) %s out of %s to %s", len(temporary), temporary,
+                      self.directory, target_dir)
+    if stray:
+      logging.warning("%s holds %d %s not checkpoint steps (left alone): %s", self.directory, len(stray),
+                      "entry that is" if len(stray) == 1 else "entries that are", stray)
     steps = self.incomplete_steps()
     for step in steps:
       logging.warning("checkpoint folder %s/%d is incomplete (no %s): not a step; moved to %s", self.directory,
