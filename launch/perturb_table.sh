@@ -10,6 +10,7 @@
 #   bash launch/perturb_table.sh [SEEDS=5] [RUNS_DIR=runs/perturb_paired] [extra --config.* flags...]
 #   VARIANT_SEEDS=3 bash launch/perturb_table.sh 5 runs/perturb_paired     # the variants on 3 seeds
 #   BUDGET=gpu bash launch/perturb_table.sh 5 runs/perturb_paired_gpu
+#   cp -r docs/tables/perturb_paired_cpu runs/perturb_paired    # resume from the committed runs
 #
 # Order: the pairs that decide the question first, seed by seed (MoCo v2 and Perturb-MoCo, then
 # SimSiam and Perturb-SimSiam), then the variants of Perturb-MoCo on VARIANT_SEEDS seeds: without
@@ -19,14 +20,17 @@
 # each finished run's results.json, see docs/tables/).
 #
 # Budgets (the defaults' data, model and recipe; docs/perturb_ssl.md "Does it help?"):
-# - cpu: 50 epochs (1,600 joint steps). MoCo v2 gained 22 points of fine kNN from 25 to 50 epochs
-#   (seed 0); what 100 epochs add is measured in docs/perturb_ssl.md.
+# - cpu: 100 epochs (3,200 joint steps), where MoCo v2's curve is flat. Seed 0's fine kNN: 33.0 at
+#   25 epochs, 58.6 at 50 (flat over its own last quarter, the cosine's doing), 64.3 at 100, whose
+#   curve reached 65.2 half-way and stayed there (63-65 over the second half). On the 2-core
+#   AVX2 machine a MoCo run takes about 31 min, a Perturb-MoCo run about 70: hours a seed, so the
+#   table spans sessions (commit the finished runs: launch/keep_runs.py).
 # - gpu: 200 epochs.
 set -euo pipefail
 . "$(dirname "$0")/table_runs.sh"
 seeds=${1:-5}; runs=${2:-runs/perturb_paired}; shift $(( $# > 2 ? 2 : $# )) || true
 variant_seeds=${VARIANT_SEEDS:-3}
-cpu=(--config.optim.num_epochs=50 --config.eval.knn_every=100)
+cpu=(--config.optim.num_epochs=100 --config.eval.knn_every=200)
 gpu=(--config.optim.num_epochs=200 --config.eval.knn_every=400)
 table_budget cpu gpu
 pairs=(
