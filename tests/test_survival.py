@@ -6,6 +6,7 @@ uninterrupted run's bit for bit.
 """
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -329,6 +330,32 @@ def test_evaluation_names_a_newer_incomplete_step_it_skips(finished_run, tmp_pat
   assert "evaluating checkpoint step 6" in caplog.text and "folder(s) [8] are incomplete" in caplog.text
 
 
+def test_a_damaged_step_that_cannot_be_moved_is_skipped_in_place(finished_run, tmp_path, monkeypatch, caplog):
+  """A read-only checkpoints/: the move failed in two tracebacks and left a partial copy behind."""
+  workdir = _copy(finished_run, tmp_path / "run")
+  os.remove(_array_files(os.path.join(workdir, "checkpoints", "8"))[0])
+  real_rename = os.rename
+
+  def read_only(src, dst):
+    if os.path.join("checkpoints", "8") in src:
+      raise OSError(errno.EROFS, "Read-only file system", src)
+    return real_rename(src, dst)
+
+  monkeypatch.setattr(os, "rename", read_only)
+  caplog.set_level("WARNING")
+  ckpt = checkpointing.Checkpointer(workdir)
+  try:
+    cfg = _config()
+    target = jax.jit(registry.setup(cfg).init_state)(registry.rngs(cfg)[0])  # a TrainState, as training has
+    _, _, step = ckpt.restore_latest_good(target)
+    assert step == 6 and ckpt.latest_step() == 6 and 8 not in ckpt.all_steps()
+  finally:
+    ckpt.close()
+  assert "cannot move damaged checkpoint step 8" in caplog.text and "skipped in place" in caplog.text
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "8"))  # left where it was, no copy made
+  assert not os.listdir(os.path.join(workdir, checkpointing.DAMAGED_DIR))
+
+
 def test_every_step_damaged_is_one_error(finished_run, tmp_path):
   workdir = _copy(finished_run, tmp_path / "run")
   for step in ("4", "6", "8"):
@@ -357,6 +384,18 @@ def test_disk_full_is_one_line_and_keeps_the_previous_step(tmp_path, monkeypatch
     assert ckpt.latest_step() == 4
   finally:
     ckpt.close()
+
+
+def test_a_read_only_checkpoint_directory_is_one_line(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+
+  def read_only(self, step, *args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", read_only)
+  with pytest.raises(checkpointing.CheckpointError, match=r"cannot write checkpoint step 2 in .*checkpoints: "
+                                                          r"Read-only file system"):
+    _run(_config(), str(tmp_path))
 
 
 def test_exploding_parameters_stop_before_a_checkpoint_holds_them(tmp_path, monkeypatch):

@@ -138,6 +138,7 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.digests_directory = os.path.abspath(os.path.join(workdir, DIGESTS_DIR))
     self._writes = create  # training (False: evaluation and tools only read)
+    self._skipped: set[int] = set()  # damaged steps that could not be moved aside (a read-only directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     # Handlers named up front, so that metadata can be read before a restore.
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
@@ -149,8 +150,9 @@ class Checkpointer:
     return [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(folder, name))]
 
   def all_steps(self) -> list[int]:
-    """The complete steps, oldest first (half-written or half-deleted folders are not steps)."""
-    return sorted(s for s in self._manager.all_steps() if not self.missing_files(s))
+    """The complete steps, oldest first (half-written or half-deleted folders are not steps; nor are damaged
+    steps skipped in place)."""
+    return sorted(s for s in self._manager.all_steps() if not self.missing_files(s) and s not in self._skipped)
 
   def incomplete_steps(self) -> list[int]:
     return sorted(s for s in self._manager.all_steps() if self.missing_files(s))
@@ -242,7 +244,11 @@ class Checkpointer:
     try:
       yield
     except Exception as e:  # pylint: disable=broad-except  (tensorstore wraps OSError in its own types)
-      if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
+      code = getattr(e, "errno", None)
+      if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in str(e):
+        raise CheckpointError(f"cannot write checkpoint step {step} in {self.directory}: "
+                              f"{getattr(e, 'strerror', None) or 'read-only file system'}") from None
+      if code != errno.ENOSPC and "No space left on device" not in str(e):
         raise
       try:  # a save still in flight finishes (or fails) first: report what is on disk
         self._manager.wait_until_finished()
@@ -327,11 +333,19 @@ class Checkpointer:
     source = os.path.join(self.directory, str(step))
     if jax.process_index() == 0 and os.path.exists(source):
       target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
-      os.makedirs(target_dir, exist_ok=True)
       target, k = os.path.join(target_dir, str(step)), 1
       while os.path.exists(target):
         target, k = os.path.join(target_dir, f"{step}.{k}"), k + 1
-      shutil.move(source, target)
+      try:
+        os.makedirs(target_dir, exist_ok=True)
+        # A rename or nothing: a copy across file systems that fails half-way (a read-only source) would
+        # leave a partial duplicate behind.
+        os.rename(source, target)
+      except OSError as e:
+        logging.warning("cannot move damaged checkpoint step %d out of %s (%s): skipped in place", step,
+                        self.directory, e.strerror or e)
+        self._skipped.add(step)
+        target = None
     self._manager.reload()  # orbax caches the step list
     return target
 
@@ -356,11 +370,15 @@ class Checkpointer:
     temporary, stray = self.leftovers()
     if temporary and jax.process_index() == 0:
       target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
-      os.makedirs(target_dir, exist_ok=True)
-      for name in temporary:
-        shutil.move(os.path.join(self.directory, name), os.path.join(target_dir, name))
-      logging.warning("moved %d unfinished orbax write(s) %s out of %s to %s", len(temporary), temporary,
-                      self.directory, target_dir)
+      try:
+        os.makedirs(target_dir, exist_ok=True)
+        for name in temporary:
+          os.rename(os.path.join(self.directory, name), os.path.join(target_dir, name))
+        logging.warning("moved %d unfinished orbax write(s) %s out of %s to %s", len(temporary), temporary,
+                        self.directory, target_dir)
+      except OSError as e:
+        logging.warning("cannot move the unfinished orbax write(s) %s out of %s (%s): left in place", temporary,
+                        self.directory, e.strerror or e)
     if stray:
       logging.warning("%s holds %d %s not checkpoint steps (left alone): %s", self.directory, len(stray),
                       "entry that is" if len(stray) == 1 else "entries that are", stray)
