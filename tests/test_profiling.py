@@ -106,4 +106,4 @@ def test_unwritable_profile_dir_is_one_line_before_compiling(tmp_path):
   errors = [line for line in run.stderr.splitlines() if line.startswith("fgjax: error:")]
   assert len(errors) == 1 and "train.profile_dir" in errors[0] and "not writable" in errors[0], run.stderr[-2000:]
   assert "Traceback" not in run.stderr
-  assert os.listdir(workdir) == []  # stopped before the config, the data, any compilation
+  assert not workdir.exists()  # stopped before the config, the data, any compilation; the new workdir removed

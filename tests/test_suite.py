@@ -62,7 +62,7 @@ def _retrieval_keys(level, recall_ks=(1, 2, 4, 8)):
 
 
 def test_keys_fine_and_super(full_result):
-  expected = {"knn3_top1_fine", "knn3_top1_super", "outliers_super", "outlier_share_super"}
+  expected = {"knn3_top1_fine", "knn3_top1_super", "outliers_super", "outlier_share_super", "feature_spread"}
   for p in ("100", "50", "20"):
     # 8 fine classes: top-5 too; 3 super-classes: top-1 only.
     expected |= {f"probe{p}_top1_fine", f"probe{p}_top5_fine", f"probe{p}_top1_super"}
@@ -78,7 +78,7 @@ def test_keys_fine_only(data):
   train_f, train_y, test_f, test_y = data
   got = suite.evaluate_features(_e(outlier_level="fine"), train_f, _fine_only(train_y), test_f,
                                 _fine_only(test_y))
-  expected = {"knn3_top1_fine", "outliers_fine", "outlier_share_fine"} | _retrieval_keys("fine")
+  expected = {"knn3_top1_fine", "outliers_fine", "outlier_share_fine", "feature_spread"} | _retrieval_keys("fine")
   for p in ("100", "50", "20"):
     expected |= {f"probe{p}_top1_fine", f"probe{p}_top5_fine"}
   assert set(got) == expected
@@ -113,6 +113,7 @@ def test_values_match_direct_calls(data, full_result):
   o = retrieval.nearest_centroid_outliers(test_f, test_y["super"])
   expected["outliers_super"] = o["num_outliers"]
   expected["outlier_share_super"] = o["share"]
+  expected["feature_spread"] = suite.feature_spread(test_f)
 
   assert set(expected) == set(full_result)
   for key, value in expected.items():
