@@ -54,6 +54,11 @@ prepare_workdir = workdir_lib.prepare
 Preempted = errors.Preempted
 
 
+def _write_json(path: str, value: Any) -> None:
+  with open(path, "w") as f:
+    json.dump(value, f)
+
+
 def _first_nonfinite(pending: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:
   for step, scalars in pending:
     for name, value in scalars.items():
@@ -158,6 +163,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   num_devices = mesh.size
   logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
   is_main = jax.process_index() == 0
+  starts_from_weights = cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM
   if is_main:
     workdir_lib.write_config(workdir, cfg)
 
@@ -201,6 +207,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   start = 0
   results: dict[str, Any] = {}
   baseline_path = os.path.join(workdir, "random_init_eval.json")
+  initial_path = os.path.join(workdir, "initial_eval.json")  # model.init_from's encoder, untrained
   ckpt.quarantine_incomplete()  # half-written or half-deleted folders: out of orbax's way
   latest = ckpt.latest_step()
   if latest is not None:
@@ -214,13 +221,14 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
     state, start, restored_step = ckpt.restore_latest_good(state)
     logging.info("resumed from %s step %d (data position %d)", ckpt.directory, restored_step, start)
   else:
-    # A fresh run: model.init_from's encoder (pretrained weights, another run), else the random init.
-    state = registry.with_init_from(cfg, setup, state)
+    # A fresh run. The baselines, evaluated with the same protocol: the encoder at random init (the floor)
+    # and, where the run starts from model.init_from's encoder (the source encoder, another run), that one
+    # untouched (the paper's "ImageNet ResNet-50" row: did training on top of it help?).
     if cfg.eval.random_init_baseline and is_main:
-      # The untrained encoder (or the imported one), evaluated with the same protocol: the floor.
-      baseline = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data)
-      with open(baseline_path, "w") as f:
-        json.dump(baseline, f)
+      _write_json(baseline_path, checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data))
+    state = registry.with_init_from(cfg, setup, state)
+    if cfg.eval.random_init_baseline and is_main and starts_from_weights:
+      _write_json(initial_path, checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data))
 
   # ---- steps (module-level pure functions, compiled once each)
   joint_fn, pretrain_fn = registry.step_functions(cfg, setup, hp)
@@ -330,9 +338,10 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   host = jax.device_get(state)
   if is_main:
     results["trained"] = checkpoint_eval.evaluate_state(cfg, nets, host, data)
-    if os.path.exists(baseline_path):
-      with open(baseline_path) as f:
-        results["random_init"] = json.load(f)
+    for section, path in (("random_init", baseline_path), ("initial", initial_path)):
+      if os.path.exists(path):
+        with open(path) as f:
+          results[section] = json.load(f)
     results["run"] = {
         "method": cfg.method, "steps": f"{last_step} of {total_steps} "
         f"({pretrain_steps} decoder pre-training + {joint_steps} joint)",
@@ -342,8 +351,8 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
         "devices": num_devices,
         "seed": cfg.seed,
     }
-    if cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM:
-      results["run"]["initial encoder"] = cfg.model.init_from  # 'random_init' then holds it, evaluated
+    if starts_from_weights:
+      results["run"]["initial encoder"] = cfg.model.init_from  # evaluated untouched in 'initial'
     # This process's time from the config check to here (a resumed run: this part only).
     results["run"]["wall time s"] = round(time.perf_counter() - started, 1)
     curve = curves.write_curve(workdir, title=f"fgjax {cfg.method}, seed {cfg.seed}: online kNN")
@@ -351,7 +360,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
         "knn_curve.png" if curve else "no kNN monitor points (eval.knn_every = 0 or too few steps)")
     results["curve"] = curve
     report.write_results(workdir, results, title=f"fgjax {cfg.method}", curve=curve,
-                         initial="random init" if "initial encoder" not in results["run"] else "initial (init_from)")
+                         initial=report.initial_name(cfg.model.get("init_from", "")))
     if cfg.eval.pictures:
       from fgjax.pictures import make as pictures
       pictures.write_for_state(cfg, nets, host, data, workdir)

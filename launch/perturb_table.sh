@@ -9,6 +9,7 @@
 #
 #   bash launch/perturb_table.sh [SEEDS=5] [RUNS_DIR=runs/perturb_paired] [extra --config.* flags...]
 #   VARIANT_SEEDS=3 bash launch/perturb_table.sh 5 runs/perturb_paired     # the variants on 3 seeds
+#   PROTOCOL=source bash launch/perturb_table.sh 5 runs/perturb_source     # the paper's protocol (below)
 #   BUDGET=gpu bash launch/perturb_table.sh 5 runs/perturb_paired_gpu
 #   cp -r docs/tables/perturb_paired_cpu runs/perturb_paired    # resume from the committed runs
 #
@@ -18,6 +19,14 @@
 # the pairs augmented, and L_C + alpha L_R alone. A finished run is skipped when its results.json
 # exists, so the script resumes after an interruption (and a table can span machines: commit
 # each finished run's results.json, see docs/tables/).
+#
+# Protocols (PROTOCOL, docs/perturb_ssl.md):
+# - scratch (default): every encoder from a random initialisation (model.init_from=none); the variants
+#   are the readings of the paper's ambiguous text, on VARIANT_SEEDS seeds.
+# - source: every encoder from the shipped source encoder (model.init_from=source), as the paper starts
+#   from ImageNet weights; the variants are the paper's ablations (Grad-CAM noise only, low-variance noise
+#   only, L_C + alpha L_R), on SEEDS seeds like the pairs. MoCo's runs also evaluate the source encoder
+#   untouched (the paper's "ResNet50" row).
 #
 # Budgets (the defaults' data, model and recipe; docs/perturb_ssl.md "Does it help?"):
 # - cpu: 100 epochs (3,200 joint steps), where MoCo v2's curve is flat. Seed 0's fine kNN: 33.0 at
@@ -29,22 +38,38 @@
 set -euo pipefail
 . "$(dirname "$0")/table_runs.sh"
 seeds=${1:-5}; runs=${2:-runs/perturb_paired}; shift $(( $# > 2 ? 2 : $# )) || true
-variant_seeds=${VARIANT_SEEDS:-3}
-cpu=(--config.optim.num_epochs=100 --config.eval.knn_every=200)
-gpu=(--config.optim.num_epochs=200 --config.eval.knn_every=400)
+protocol=${PROTOCOL:-scratch}
+case "${protocol}" in
+  scratch)
+    variant_seeds=${VARIANT_SEEDS:-3}
+    cpu=(--config.optim.num_epochs=100 --config.eval.knn_every=200)
+    gpu=(--config.optim.num_epochs=200 --config.eval.knn_every=400)
+    variants=(
+      "pm_unshuffled:configs/perturb_moco.py --config.perturb.pair_shuffle_bn=False"
+      "pm_sign_loss:configs/perturb_moco.py --config.perturb.gradcam_sign=loss"
+      "pm_noise_variance:configs/perturb_moco.py --config.perturb.noise_scale=variance"
+      "pm_pair_aug:configs/perturb_moco.py --config.perturb.pair_augment=aug+"
+      "no_pairs:configs/perturb_moco.py:no_pairs"
+    ) ;;
+  source)
+    variant_seeds=${VARIANT_SEEDS:-${seeds}}
+    cpu=(--config.optim.num_epochs="${SOURCE_EPOCHS:-50}" --config.eval.knn_every=200)
+    gpu=(--config.optim.num_epochs=100 --config.eval.knn_every=400)
+    variants=(
+      "pm_gradcam_only:configs/perturb_moco.py:gradcam_only"
+      "pm_lowvar_only:configs/perturb_moco.py:lowvar_only"
+      "no_pairs:configs/perturb_moco.py:no_pairs"
+    ) ;;
+  *) echo "PROTOCOL must be scratch or source, got '${protocol}'" >&2; exit 2 ;;
+esac
+echo "protocol ${protocol}"
 table_budget cpu gpu
+budget+=(--config.model.init_from="${protocol/scratch/none}")  # explicit: the defaults may change
 pairs=(
   "moco:configs/moco.py"
   "perturb_moco:configs/perturb_moco.py"
   "simsiam:configs/simsiam.py"
   "perturb_simsiam:configs/perturb_simsiam.py"
-)
-variants=(
-  "pm_unshuffled:configs/perturb_moco.py --config.perturb.pair_shuffle_bn=False"
-  "pm_sign_loss:configs/perturb_moco.py --config.perturb.gradcam_sign=loss"
-  "pm_noise_variance:configs/perturb_moco.py --config.perturb.noise_scale=variance"
-  "pm_pair_aug:configs/perturb_moco.py --config.perturb.pair_augment=aug+"
-  "no_pairs:configs/perturb_moco.py:no_pairs"
 )
 
 run_entry() {  # NAME:CONFIG[ FLAGS] SEED [extra flags...]
@@ -71,4 +96,4 @@ for seed in $(seq 0 $((variant_seeds - 1))); do
     run_entry "${entry}" "${seed}" "$@"
   done
 done
-finish_table perturb_paired "${runs}" "${seeds}" "${start}" --variant_seeds "${variant_seeds}"
+finish_table perturb_paired "${runs}" "${seeds}" "${start}" --variant_seeds "${variant_seeds}" --protocol "${protocol}"

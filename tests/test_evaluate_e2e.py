@@ -227,17 +227,20 @@ def test_init_from_a_run_directory_starts_with_exactly_its_encoder(trained_run):
 
 
 def test_a_run_from_init_from_evaluates_the_imported_encoder_first(trained_run, tmp_path):
-  # The new run's "before training" evaluation is the imported encoder's: exactly the numbers the source run
-  # reported at its end (same encoder, data and protocol).
+  # The new run's "before training" evaluations: the imported encoder's (exactly the numbers the source run
+  # reported at its end: same encoder, data and protocol) and the same encoder at random init.
   cfg = registry.config("moco", "runlocal")
   cfg.model.init_from = trained_run[0]
   cfg.train.max_steps = 1
   cfg.eval.random_init_baseline = True
   results = train.train_and_evaluate(cfg, str(tmp_path / "from_run"), devices=jax.devices()[:1])
-  assert results["random_init"] == trained_run[1]["trained"]
+  assert results["initial"] == trained_run[1]["trained"]
+  assert results["random_init"] != results["initial"]
   assert results["run"]["initial encoder"] == trained_run[0]
   md = open(tmp_path / "from_run" / "results.md").read()
-  assert "| protocol | initial (init_from) | trained | difference |" in md
+  assert ("| protocol | random init | initial (init_from) | trained | trained - initial (init_from) | "
+          "trained - random init |") in md
+  assert "**Verdict against the initial (init_from):" in md
 
 
 def test_evaluate_imported_weights_without_training(trained_run, tmp_path):

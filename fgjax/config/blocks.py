@@ -21,8 +21,8 @@ from fgjax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
 
-# model.init_from (every image method): '' or 'none' = a random initialisation; else a .safetensors / .pth file
-# or an fgjax run directory (fgjax.pretrained). A preset of a paper that starts from ImageNet weights sets
+# model.init_from (every image method): '' or 'none' = a random initialisation; 'source' = the shipped source
+# encoder (fgjax.pretrained.shipped); else a .safetensors / .pth file or an fgjax run directory (fgjax.pretrained). A preset of a paper that starts from ImageNet weights sets
 # weights_required(...): validation then asks for the file, or for an explicit 'none'.
 INIT_RANDOM = ("", "none")
 _WEIGHTS_REQUIRED = "required: "
@@ -53,7 +53,14 @@ def validate_encoder(m: ml_collections.ConfigDict, image_size: int) -> None:
   if problem:
     raise ConfigError(f"config fields 'model.encoder' and 'data.image_size': {image_size} px: {problem}")
   init = m.get("init_from", "")
-  require(isinstance(init, str), "model.init_from", f"expected a path, '' or 'none', got {init!r}")
+  require(isinstance(init, str), "model.init_from", f"expected a path, 'source', '' or 'none', got {init!r}")
+  from fgjax.pretrained import shipped  # pylint: disable=import-outside-toplevel
+  if shipped.is_shipped(init):
+    wrong = shipped.model_mismatch(init, m)
+    if wrong:
+      raise ConfigError(f"config field 'model.init_from': the shipped {init!r} encoder does not fit {wrong}; "
+                        "use model.init_from=none for this model")
+    return
   if expects_weights(init):
     raise ConfigError(f"config field 'model.init_from': this preset starts from pretrained weights "
                       f"({init[len(_WEIGHTS_REQUIRED):]}): give the file (README 'Pretrained weights'), or "
@@ -166,8 +173,9 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   The embedded data shrinks to 2 super-classes x 2 fine classes of 16-px
   images (a real source ignores the sizes and keeps all its images), two
   epochs of batch 8, a checkpoint every 2 steps, and an evaluation small
-  enough for 16 test images. A preset's request for pretrained weights is
-  dropped (the tiny model is trained from a random initialisation).
+  enough for 16 test images. A preset's request for pretrained weights, or
+  for the shipped source encoder, is dropped (the tiny model is trained from a
+  random initialisation).
   """
   c.data.image_size = 16
   c.data.base_size = 0
@@ -184,7 +192,9 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   c.eval.chunk_size = 8
   c.eval.probe_epochs = 5
   c.eval.random_init_baseline = False
-  if expects_weights(c.model.get("init_from", "")):  # the paper's weights do not fit the tiny model
+  from fgjax.pretrained import shipped  # pylint: disable=import-outside-toplevel
+  init = c.model.get("init_from", "")
+  if expects_weights(init) or shipped.is_shipped(init):  # the paper's (or the shipped) weights do not fit the tiny model
     c.model.init_from = ""
 
 
@@ -199,10 +209,12 @@ def validate_data(cfg: ml_collections.ConfigDict, *, num_devices: int, num_proce
   require(gb % num_devices == 0, "data.global_batch_size",
            f"{gb} is not divisible by the device count {num_devices}")
   require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
-  if d.name in ("patches", "hierarchy"):  # the generators' own limits, named as fields
+  if d.name in ("patches", "hierarchy", "source"):  # the generators' own limits, named as fields
+    from fgjax.data import source
     from fgjax.data import synthetic
-    limits = {"num_super": (2, 8 if d.name == "hierarchy" else None),
-              "fine_per_super": (2, len(synthetic.FINE_TEMPLATES)),
+    limits = {"num_super": (2, {"hierarchy": 8, "source": source.MAX_CATEGORIES}.get(d.name)),
+              "fine_per_super": ((1, source.MAX_HUE_FAMILIES) if d.name == "source"
+                                 else (2, len(synthetic.FINE_TEMPLATES))),
               "train_per_class": (1, None), "test_per_class": (1, None), "image_size": (16, None)}
     require(d.version in synthetic.VERSIONS, "data.version",
             f"expected one of {synthetic.VERSIONS}, got {d.version!r}")
@@ -284,7 +296,7 @@ KNOWN_TRAIN_SIZES = {"caltech_birds2011": 5994, "cars196": 8144, "oxford_iiit_pe
 def num_train_examples(cfg: ml_collections.ConfigDict) -> int | None:
   """Size of the training split when known without opening it (None: folders, other tfds sets)."""
   d = cfg.data
-  if d.name in ("patches", "hierarchy"):
+  if d.name in ("patches", "hierarchy", "source"):
     return d.num_super * d.fine_per_super * d.train_per_class
   if d.train_split == "train":
     return KNOWN_TRAIN_SIZES.get(d.name)

@@ -15,8 +15,10 @@ Presets (comma-separated, applied left to right):
                   *patches* data (version 2), the small-image recipe of
                   docs/recipes.md (batch 64, lr 0.3 per 256 -- SimSiam 0.5 --
                   with 20 warm-up steps and cosine decay, EMA momentum 0.99 ->
-                  0.999, half of aug+'s colour jitter and no blur, 800 steps):
-                  about 9 minutes for Perturb-MoCo, 3 for MoCo on 2 cores.
+                  0.999, half of aug+'s colour jitter and no blur, 800 steps),
+                  the encoder starting from the shipped source encoder
+                  (``model.init_from=source``, the papers' ImageNet start;
+                  ``none``: from scratch). Times: README (the main job).
 * ``cub200``   -- the paper's settings (ResNet-50, 224 px, batch 128, 100 epochs,
                   D = 5632, alpha = 1, nu = 0.5, eps_g = 0.1, eps_var = 0.05,
                   kappa = 0.02, K = 65536, m = 0.999, tau = 0.2, lr 0.03 per 256,
@@ -27,7 +29,8 @@ Presets (comma-separated, applied left to right):
 * ``gradcam_only``, ``lowvar_only``, ``no_pairs`` -- the paper's ablations, on
                   either Perturb base only: v_p = v + v^g; v_p = v + v^var;
                   L_C + alpha L_R (pair_loss off, nu = 0).
-* ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks).
+* ``fullwidth`` -- full-width (64) ResNet-18 on the default data (benchmarks),
+                  from a random initialisation.
 * ``bf16``     -- bfloat16 compute, float32 parameters/optimizer/BN statistics/losses
                   (``model.dtype``; fgjax/infra/precision.py). For TPUs and GPUs of compute
                   capability >= 8.0; on a CPU without AVX512-BF16/AMX it is emulated.
@@ -117,8 +120,10 @@ def ssl_config(method: str, blocks: Sequence[Block], preset: str | None = None) 
   c.model.encoder = "resnet18"
   c.model.width = 16  # channels of the first stage; 64 = full width.
   c.model.cifar_stem = True  # 3x3 stride-1 stem, no max-pool (small images).
-  # The encoder's initial weights: '' = random; a .safetensors / .pth file or an fgjax run directory.
-  c.model.init_from = ""
+  # The encoder's initial weights. 'source' (default): the shipped source encoder, pretrained on the
+  # embedded ImageNet stand-in, as the papers start from ImageNet weights (fgjax.pretrained.shipped);
+  # 'none' = a random initialisation; or a .safetensors / .pth file or an fgjax run directory.
+  c.model.init_from = "source"
   c.model.dtype = "float32"
   # Global number of BatchNorm groups ("devices" of the MoCo paper). The batch is
   # split into this many groups, each normalised with its own statistics, the
@@ -235,8 +240,11 @@ def _preset_bf16(c: ConfigDict) -> None:
 
 
 def _preset_fullwidth(c: ConfigDict) -> None:
-  """Full-width ResNet-18 (64..512 channels) at batch 128, 32 px: the benchmark setting."""
+  """Full-width ResNet-18 (64..512 channels) at batch 128, 32 px: the benchmark setting (from a random
+  initialisation: the shipped source encoder is quarter width)."""
   c.model.width = 64
+  if c.model.init_from == "source":
+    c.model.init_from = "none"
 
 
 def _preset_folder(c: ConfigDict) -> None:

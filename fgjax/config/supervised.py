@@ -29,6 +29,8 @@ objective name, so ``configs/base_indi.py:eff,runlocal`` works):
                  (12 super / 22,634 fine), ResNet-18 at 224 px (ImageNet stem),
                  random-resized crop + flip, 90 epochs, lr 0.1 x0.1 at 30/60,
                  Recall@{1,10,100,1000}.
+* ``source`` -- the source encoder's pre-training on the embedded *source* set
+                 (the ImageNet stand-in; ``configs/source.py`` = ``fine,source``).
 * ``runlocal`` -- shrinks whatever came before to seconds (tests, smoke runs),
                  keeping the data source an earlier preset chose; it goes last.
 
@@ -180,6 +182,33 @@ def _preset_sop(c: ml_collections.ConfigDict) -> None:
   c.eval.knn_every = 2320  # every 10 epochs (a monitor pass reads all 120,053 images)
 
 
+def _preset_source(c: ml_collections.ConfigDict) -> None:
+  """The source encoder's pre-training (``configs/source.py``): cross-entropy on the embedded *source* set.
+
+  The ImageNet stand-in (``fgjax.data.source``): 128 generic classes, 80 / 20
+  images each, 32 px; the SSL CPU default's encoder (quarter-width ResNet-18,
+  CIFAR stem), so that its weights initialise it (``model.init_from=source``).
+  The CIFAR recipe of the small-image ResNets: crop from the zero-padded image
+  + flip, SGD momentum 0.9, weight decay 5e-4, lr 0.1 per 256 images decayed
+  x0.2 at 30/60/80 %, batch 128, 20 epochs (1,600 steps).
+  """
+  c.data.name = "source"
+  c.data.num_super = 32
+  c.data.fine_per_super = 4
+  c.data.train_per_class = 80
+  c.data.test_per_class = 20
+  c.data.image_size = 32
+  c.data.global_batch_size = 128
+  c.model.width = 16
+  c.model.cifar_stem = True
+  c.model.init_from = "none"
+  c.optim.num_epochs = 20.0
+  c.train.log_every = 40
+  c.train.checkpoint_every = 400
+  c.eval.knn_every = 400  # every 5 epochs
+  c.eval.recall_ks = (1, 4)
+
+
 def _preset_runlocal(c: ml_collections.ConfigDict) -> None:
   """Shrinks any config to a few seconds of compute (tests, smoke runs); keeps the data source."""
   shared.shrink_for_runlocal(c)
@@ -210,14 +239,14 @@ def _objective_of(preset: str | None, method: str, objectives: dict[str, str]) -
 
 
 _PRESET_FNS = {"cifar100": _preset_cifar100, "stanford_online_products": _preset_sop,
-               "runlocal": _preset_runlocal,
+               "source": _preset_source, "runlocal": _preset_runlocal,
                # objectives as presets: configs/base_indi.py:base, :fine, :indi, :eff
                "base": _objective("base"), "fine": _objective("fine"), "indi": _objective("indi"),
                "eff": _objective("base_indi_eff"), "base_indi": _objective("base_indi")}
 _OBJECTIVES = {"base": "base", "fine": "fine", "indi": "indi", "eff": "base_indi_eff", "base_indi": "base_indi"}
-_EXCLUSIVE_PRESETS = {"data set": ("cifar100", "stanford_online_products"),
+_EXCLUSIVE_PRESETS = {"data set": ("cifar100", "stanford_online_products", "source"),
                       "objective": ("base", "fine", "indi", "eff", "base_indi")}
-_UNDONE_BY = {"runlocal": ("cifar100", "stanford_online_products")}
+_UNDONE_BY = {"runlocal": ("cifar100", "stanford_online_products", "source")}
 
 
 def hcl_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:

@@ -69,6 +69,8 @@ def _legacy_defaults(saved: ConfigDict, full: ConfigDict, ssl_augment: ConfigDic
     MoCo v2 aug+, the only augmentation there was.
   * ``moco.final_momentum`` (added with the momentum schedule): absent means the
     constant ``moco.momentum``.
+  * ``model.init_from`` (the SSL default became the shipped source encoder):
+    absent means a random initialisation.
   """
   data = saved.get("data")
   if data is not None and "version" not in data:
@@ -79,6 +81,9 @@ def _legacy_defaults(saved: ConfigDict, full: ConfigDict, ssl_augment: ConfigDic
   moco = saved.get("moco")
   if moco is not None and "moco" in full and "final_momentum" not in moco and "momentum" in moco:
     full.moco.final_momentum = moco["momentum"]
+  model = saved.get("model")
+  if model is not None and "model" in full and "init_from" in full.model and "init_from" not in model:
+    full.model.init_from = ""  # before model.init_from, every run started from a random initialisation
   perturb = saved.get("perturb")
   if perturb is not None and "perturb" in full:
     if "pair_shuffle_bn" not in perturb:

@@ -86,12 +86,13 @@ class _SuperFromMap:
     return record
 
 
-EMBEDDED_NAMES = ("patches", "hierarchy")
+EMBEDDED_NAMES = ("patches", "hierarchy", "source")
 
 
 def _embedded(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The generated data sets: *patches* (``fgjax.data.synthetic``) or the two-level
-  genus -> species *hierarchy* (``fgjax.data.hierarchy``)."""
+  """The generated data sets: *patches* (``fgjax.data.synthetic``), the two-level
+  genus -> species *hierarchy* (``fgjax.data.hierarchy``) or the generic *source*
+  set of the source encoder (``fgjax.data.source``: 128 classes in 32 categories)."""
   d = cfg.data
   sizes = dict(num_super=d.num_super, fine_per_super=d.fine_per_super, train_per_class=d.train_per_class,
                test_per_class=d.test_per_class, image_size=d.image_size, seed=d.data_seed,
@@ -101,6 +102,12 @@ def _embedded(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     data = hierarchy.make_hierarchy(**sizes)
     fine_names, super_names = data["fine_names"], data["super_names"]
     levels = ("species", "genera")
+  elif d.name == "source":
+    from fgjax.data import source
+    sizes.pop("version")
+    data = source.make_source(**sizes)
+    fine_names, super_names = data["fine_names"], data["super_names"]
+    levels = ("classes", "categories")
   else:
     data = synthetic.make_patches(**sizes)
     fine_names = [f"super{i // d.fine_per_super}_fine{i % d.fine_per_super}"

@@ -233,9 +233,12 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
   logging.info("evaluating %s step %d (%s)", workdir, step, train_cfg.method)
   sections = {"trained": evaluate_state(train_cfg, setup.nets, state, data)}
-  if cfg.eval.random_init_baseline:  # the run's initial encoder: random, or its model.init_from
-    initial = registry.with_init_from(train_cfg, setup, jax.device_get(jax.jit(setup.init_state)(init_rng)))
-    sections["random_init"] = evaluate_state(train_cfg, setup.nets, initial, data)
+  if cfg.eval.random_init_baseline:  # the run's encoder at random init, and its model.init_from's untouched
+    random_init = jax.device_get(jax.jit(setup.init_state)(init_rng))
+    sections["random_init"] = evaluate_state(train_cfg, setup.nets, random_init, data)
+    if train_cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM:
+      initial = registry.with_init_from(train_cfg, setup, random_init)
+      sections["initial"] = evaluate_state(train_cfg, setup.nets, initial, data)
 
   run = {"workdir": workdir, "checkpoint step": step, "method": train_cfg.method,
          "encoder": f"{train_cfg.model.encoder} width {train_cfg.model.width}",

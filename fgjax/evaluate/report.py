@@ -48,25 +48,42 @@ def _headline_key(metric: str, level: str, trained: dict[str, Any]) -> str | Non
   return key if key in trained else None
 
 
-def headline(trained: dict[str, Any], random_init: dict[str, Any], initial: str = "random init") -> list[str]:
-  """The short table that opens results.md (trained, random init, difference) and a verdict.
+def initial_name(init_from: str) -> str:
+  """What results.md calls the encoder a run started from (``model.init_from``)."""
+  if init_from in ("", "none"):
+    return "random init"
+  return "source encoder" if init_from == "source" else "initial (init_from)"
 
-  ``initial`` names the untrained column: the random init, or the encoder a run
-  started from (``model.init_from``: "did training on top of it help?").
 
-  The verdict reads "learned" when the trained encoder beats the same encoder
-  at random init by at least ``LEARNED_BAR`` on both kNN and the linear probe
-  at every label level the data has, "not learned" when it beats it on none of
-  them, "partly learned" otherwise.
+def headline(trained: dict[str, Any], random_init: dict[str, Any], initial: str = "random init",
+             start: dict[str, Any] | None = None) -> list[str]:
+  """The short table that opens results.md and a verdict.
+
+  Columns: the encoder at random init, the encoder the run started from when it
+  is not the random init (``start``, named ``initial``: the source encoder, the
+  paper's "ImageNet ResNet-50" row), trained, and the difference of trained
+  from the start ("did training on top of it help?") -- and from random init
+  where there is a start.
+
+  The verdict compares trained with the start (the random init when there is
+  none): "learned" when it is above by at least ``LEARNED_BAR`` on both kNN and
+  the linear probe at every label level the data has, "not learned" when above
+  on none of them, "partly learned" otherwise.
   """
+  reference = start if start is not None else random_init
   rows, gains = [], []
   for level in ("fine", "super"):
     for metric, name in _HEADLINE:
       key = _headline_key(metric, level, trained)
-      if key is None or key not in random_init:
+      if key is None or key not in reference or (start is not None and key not in random_init):
         continue
-      t, r = float(trained[key]), float(random_init[key])
-      rows.append(f"| {name}, {level} | {100 * r:.2f} | {100 * t:.2f} | {100 * (t - r):+.2f} |")
+      t, r = float(trained[key]), float(reference[key])
+      if start is None:
+        rows.append(f"| {name}, {level} | {100 * r:.2f} | {100 * t:.2f} | {100 * (t - r):+.2f} |")
+      else:
+        z = float(random_init[key])
+        rows.append(f"| {name}, {level} | {100 * z:.2f} | {100 * r:.2f} | {100 * t:.2f} | {100 * (t - r):+.2f} | "
+                    f"{100 * (t - z):+.2f} |")
       if metric != "map":
         gains.append((level, name, t - r))
   if not rows:
@@ -76,8 +93,15 @@ def headline(trained: dict[str, Any], random_init: dict[str, Any], initial: str 
                                          else "partly learned")
   bar = ", ".join(f"{100 * v:g} points on {k}" for k, v in LEARNED_BAR.items())
   detail = "; ".join(f"{level} {name.split(',')[0]} {100 * g:+.2f}" for level, name, g in gains)
-  return [f"| protocol | {initial} | trained | difference |", "|---|---|---|---|", *rows, "",
-          f"**Verdict: {verdict}** ({detail}; the bar: kNN and probe up by at least {bar} classes).", ""]
+  if start is None:
+    header = [f"| protocol | {initial} | trained | difference |", "|---|---|---|---|"]
+    against = ""
+  else:
+    header = [f"| protocol | random init | {initial} | trained | trained - {initial} | trained - random init |",
+              "|---|---|---|---|---|---|"]
+    against = f" against the {initial}"
+  return [*header, *rows, "",
+          f"**Verdict{against}: {verdict}** ({detail}; the bar: kNN and probe up by at least {bar} classes).", ""]
 
 
 def write_results(workdir: str, results: dict[str, Any], *, title: str,
@@ -96,7 +120,7 @@ def write_results(workdir: str, results: dict[str, Any], *, title: str,
   sections = {k: v for k, v in results.items() if k not in ("run", "curve") and isinstance(v, dict)}
   lines = [f"# {title}", ""]
   if "trained" in sections and "random_init" in sections:
-    lines += headline(sections["trained"], sections["random_init"], initial)
+    lines += headline(sections["trained"], sections["random_init"], initial, start=sections.get("initial"))
   if curve:
     gains = ", ".join(f"{k.rsplit('_', 1)[-1]} {100 * v:+.2f}" for k, v in curve.items())
     lines += [f"Learning curve: `knn_curve.png` (online kNN monitor, step 0 = random init). "

@@ -130,20 +130,24 @@ def _row_title(row: Row, runs: Runs) -> str:
 
 def summary(runs: Runs, rows: Sequence[Row], columns: Sequence[Column], *, paper_title: str = "paper",
             random_init_from: Sequence[str] = ()) -> list[str]:
-  """Mean ± std per row and column, the paper's figures last; a random-init row first.
+  """Mean ± std per row and column, the paper's figures last; the untrained encoders' rows first.
 
   The random-init row pools the ``random_init`` sections of the runs of
-  ``random_init_from`` (the baseline's names: the same encoder before training).
+  ``random_init_from`` (the baseline's names: the same encoder before training);
+  where those runs started from ``model.init_from`` (the source encoder), a
+  second row pools their ``initial`` sections (that encoder untouched).
   """
   lines = ["| method | " + " | ".join(c.title for c in columns) + f" | {paper_title} |",
            "|---|" + "---|" * (len(columns) + 1)]
-  init = [r for name in random_init_from for r in runs.results.get(name, {}).items() if "random_init" in r[1]]
-  if init:
+  for section, title in (("random_init", "random init"), ("initial", "source encoder, untouched")):
+    init = [r for name in random_init_from for r in runs.results.get(name, {}).items() if section in r[1]]
+    if not init:
+      continue
     cells = []
     for c in columns:
-      vals = [c.of(result["random_init"], seed, runs) for seed, result in init] if c.random_init else []
+      vals = [c.of(result[section], seed, runs) for seed, result in init] if c.random_init else []
       cells.append(mean_std([v for v in vals if v is not None], digits=c.digits))
-    lines.append(f"| random init ({len(init)} run{'s' * (len(init) > 1)}) | " + " | ".join(cells) + " | - |")
+    lines.append(f"| {title} ({len(init)} run{'s' * (len(init) > 1)}) | " + " | ".join(cells) + " | - |")
   for row in rows:
     if row.name not in runs.results:
       cells = ["missing"] * len(columns)

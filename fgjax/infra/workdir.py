@@ -143,13 +143,19 @@ def _safe(field: str) -> bool:
   return any(field == s or (s.endswith(".") and field.startswith(s)) for s in SAFE_TO_CHANGE_ON_RESUME)
 
 
+# Values that say the same thing: model.init_from '' and 'none' are both a random initialisation
+# (a run started with '' resumes with an explicit 'none', as the from-scratch tables pass it).
+_SAME_VALUE = {"model.init_from": {"": "none"}}
+
+
 def changed_fields(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
   """``{field (dotted): (saved value, wanted value)}`` of the fields that differ and are not safe to change."""
   a, b = _flatten(saved), _flatten(wanted)
   changed = {}
   for field in sorted(set(a) | set(b)):
     old, new = a.get(field, "<absent>"), b.get(field, "<absent>")
-    if not _safe(field) and old != new:
+    same = _SAME_VALUE.get(field, {})
+    if not _safe(field) and same.get(old, old) != same.get(new, new):
       changed[field] = (old, new)
   return changed
 

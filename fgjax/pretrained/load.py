@@ -9,7 +9,9 @@
   'fgjax[torch-weights]'``); without torch, one line says how to convert it once
   (``python -m fgjax.tools.convert_weights``). fgjax never unpickles;
 * an fgjax run directory: its latest checkpoint's encoder (e.g. SSL
-  pre-training, then HCL or a probe).
+  pre-training, then HCL or a probe);
+* the name of weights shipped with fgjax, ``source`` (the source encoder,
+  ``fgjax.pretrained.shipped``), checked against its manifest's SHA-256.
 
 :func:`encoder_variables` converts the file to the encoder's variables (the
 layouts: ``layout_resnet``, ``layout_vit``, ``layout_swin``) and checks them
@@ -33,6 +35,7 @@ import numpy as np
 
 from fgjax.errors import PretrainedError
 from fgjax.pretrained import convert
+from fgjax.pretrained import shipped
 from fgjax.pretrained.files import read_tensors
 
 @dataclasses.dataclass
@@ -127,6 +130,8 @@ def encoder_variables(path: str, encoder: Any, template: dict[str, Any]) -> tupl
     PretrainedError: see :func:`fgjax.pretrained.files.read_tensors` and :func:`check_against`.
   """
   start = time.perf_counter()
+  if shipped.is_shipped(path):
+    path = shipped.resolve(path)
   template = {k: v for k, v in template.items() if jax.tree_util.tree_leaves(v)}
   if os.path.isdir(path):
     converted = run_directory_encoder(path)

@@ -124,7 +124,9 @@ PAIRED_VARIANTS = (
     Row("pm_sign_loss", "  Perturb-MoCo, Grad-CAM of +L_C (Eq. 3 as printed)"),
     Row("pm_noise_variance", "  Perturb-MoCo, N(0, x) with x a variance"),
     Row("pm_pair_aug", "  Perturb-MoCo, pairs through aug+"),
-    Row("no_pairs", "  L_C + alpha L_R only (no pairs)"))
+    Row("no_pairs", "  L_C + alpha L_R only (no pairs)"),
+    Row("pm_gradcam_only", "  Perturb-MoCo, Grad-CAM noise only"),
+    Row("pm_lowvar_only", "  Perturb-MoCo, low-variance noise only"))
 # (method, base): the question first, then what each variant changes against MoCo v2 and against Perturb-MoCo.
 PAIRED_COMPARISONS = ((PAIRED_ROWS[1], PAIRED_ROWS[0]), (PAIRED_ROWS[3], PAIRED_ROWS[2])) + tuple(
     (variant, base) for base in (PAIRED_ROWS[0], PAIRED_ROWS[1]) for variant in PAIRED_VARIANTS)
@@ -138,18 +140,31 @@ def _paired_columns(level: str) -> list[Column]:
 FEATURE_SPREAD = Column("feature spread (collapse: 0)", "feature_spread", scale=1.0, digits=3)
 
 
-def perturb_paired_table(runs_dir: str, seeds: int, variant_seeds: int) -> str:
+# The variants each protocol of launch/perturb_table.sh runs: from scratch, the readings of the paper's
+# ambiguous text; from the source encoder, the paper's own ablations (Table 1's three rows).
+PAIRED_PROTOCOL_VARIANTS = {
+    "scratch": ("pm_unshuffled", "pm_sign_loss", "pm_noise_variance", "pm_pair_aug", "no_pairs"),
+    "source": ("pm_gradcam_only", "pm_lowvar_only", "no_pairs"),
+}
+
+
+def perturb_paired_table(runs_dir: str, seeds: int, variant_seeds: int, protocol: str = "scratch") -> str:
   """Fine and super classes per method (mean ± std), then each method minus its base per seed with the
-  paired tests (``repro_table.paired``); the variants on ``variant_seeds`` seeds."""
+  paired tests (``repro_table.paired``); the ``protocol``'s variants on ``variant_seeds`` seeds."""
+  names = PAIRED_PROTOCOL_VARIANTS[protocol]
   runs = repro_table.gather(runs_dir, [row.name for row in PAIRED_ROWS], seeds)
-  variants = repro_table.gather(runs_dir, [row.name for row in PAIRED_VARIANTS], variant_seeds)
+  variants = repro_table.gather(runs_dir, list(names), variant_seeds)
   runs.results.update(variants.results)
   runs.missing += variants.missing
-  rows = PAIRED_ROWS + PAIRED_VARIANTS
+  rows = PAIRED_ROWS + tuple(row for row in PAIRED_VARIANTS if row.name in names)
+  from_source = any("initial" in r for r in runs.results.get("moco", {}).values())
+  start = ("the source encoder (model.init_from=source, the paper's protocol; the encoder untouched: the "
+           "source-encoder row; at random init: the random-init row)" if from_source else
+           "the same random init per seed (MoCo v2's encoder, the random-init row)")
   fine, coarse = _paired_columns("fine") + [FEATURE_SPREAD], _paired_columns("super")
   text = _tables(runs, [("Fine classes", rows, fine, "-"), ("Super-classes", rows, coarse, "-")],
-                 caption="Embedded patches data (8 super-classes x 4 fine classes), test split, each run from the "
-                         "same random init per seed (MoCo v2's encoder, the random-init row). Linear: probe on "
+                 caption="Embedded patches data (8 super-classes x 4 fine classes), test split, each run from "
+                         f"{start}. Linear: probe on "
                          "frozen features, all train labels; kNN: weighted, train -> test; mAP, rank-1: "
                          "leave-one-out retrieval. Feature spread: std of the l2-normalised test features x "
                          "sqrt(d), SimSiam's collapse check (0: collapsed).",
@@ -162,7 +177,8 @@ def perturb_paired_table(runs_dir: str, seeds: int, variant_seeds: int) -> str:
   for level, columns in (("fine", fine), ("super", coarse)):
     lines += [f"### {level} classes", ""]
     for method, base in PAIRED_COMPARISONS:
-      lines += repro_table.paired(runs, method, base, columns) + [""]
+      if method in rows:
+        lines += repro_table.paired(runs, method, base, columns) + [""]
   return text + "\n" + "\n".join(lines + repro_table.missing_runs(runs)).rstrip("\n")
 
 
@@ -390,7 +406,7 @@ def _settings(args: argparse.Namespace, default: Sequence[str]) -> list[str]:
 TABLES: dict[str, tuple[Callable[[argparse.Namespace], str], Sequence[str] | None]] = {
     "torch_comparison": (lambda a: torch_comparison(a.runs_dir), None),
     "perturb": (lambda a: perturb_table(a.runs_dir, a.seeds), None),
-    "perturb_paired": (lambda a: perturb_paired_table(a.runs_dir, a.seeds, a.variant_seeds), None),
+    "perturb_paired": (lambda a: perturb_paired_table(a.runs_dir, a.seeds, a.variant_seeds, a.protocol), None),
     "base_indi": (lambda a: base_indi_table(a.runs_dir, a.seeds, _settings(a, BASE_INDI_SETTINGS)),
                   tuple(BASE_INDI_SETTINGS)),
     "hcl": (lambda a: hcl_table(a.runs_dir, a.seeds, a.sweep_seeds), None),
@@ -445,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--sweep_seeds", type=int, default=1, help="hcl: seeds 0 .. N-1 of the lambda sweep")
   parser.add_argument("--variant_seeds", type=int, default=3,
                       help="perturb_paired: seeds 0 .. N-1 of the Perturb-MoCo variants")
+  parser.add_argument("--protocol", default="scratch", choices=sorted(PAIRED_PROTOCOL_VARIANTS),
+                      help="perturb_paired: the runs' start (random init, or the source encoder) and its variants")
   args = parser.parse_args(argv)
   if min(args.seeds, args.sweep_seeds, args.variant_seeds) < 1:
     parser.error(f"--seeds, --sweep_seeds and --variant_seeds must be >= 1, got {args.seeds}, {args.sweep_seeds} "
