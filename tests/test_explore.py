@@ -330,6 +330,14 @@ def test_supervised_comparison_linked_on_the_same_images_with_parquet(runs, tmp_
     assert int(run.outliers.sum()) == _results(workdir)["trained"]["outliers_super"]
     assert run.metrics["knn3_top1_fine"] == _results(workdir)["trained"]["knn3_top1_fine"]
   assert not np.array_equal(points["x_0"], points["x_1"])  # two maps of the same rows
+  # Named by the compared run: a later comparison, or the run alone, adds a page and keeps this one linked.
+  assert os.path.basename(out["page"]) == "compare_ce.html"
+  alone = make.make_explorer(_cfg(hcl))
+  assert os.path.basename(alone["page"]) == "index.html" and os.path.exists(out["page"])
+  md = open(os.path.join(hcl, "results.md")).read()
+  assert md.count("## Embedding explorer") == 1
+  assert "[explorer/index.html](explorer/index.html)" in md and "(explorer/compare_ce.html)" in md
+  assert "embedding_ce." in md  # the earlier build's exports stay linked
 
   # One Parquet file per run, a row per image.
   if not parquet:
@@ -469,7 +477,7 @@ def test_browser_hover_shows_the_image_click_shows_the_neighbours(browser, runs,
   driver = browser
   hcl, ce = _copy(runs["hcl"], tmp_path, "hcl"), _copy(runs["ce"], tmp_path, "ce")
   ex = make.make_explorer(_cfg(hcl, ce))["explorer"]
-  page = os.path.join(hcl, "explorer", "index.html")
+  page = os.path.join(hcl, "explorer", "compare_ce.html")
   driver.get("file://" + page)
   _wait(lambda: driver.execute_script(_MAP_READY, 1))
   # Nothing was fetched but the page itself (BokehJS inlined, images as data URIs).
@@ -500,7 +508,7 @@ def test_browser_hover_shows_the_image_click_shows_the_neighbours(browser, runs,
   x1, y1 = driver.execute_script(_POINT_ON_SCREEN, 1, row)
   with Image.open(io.BytesIO(driver.get_screenshot_as_png())) as shot:
     pixel = np.asarray(shot.convert("RGB"))[int(round(y1)), int(round(x1))].astype(int)
-  colour = page_lib.palette(len(ex.fine_names))[ex.fine[row]]
+  colour = page_lib.class_colours(ex)[0][ex.fine[row]]
   expected = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
   assert np.abs(pixel - expected).max() <= 12, (pixel, colour)
   # Hiding a class (its legend entry on the last map) hides it in every map, and hover skips it.
@@ -529,7 +537,131 @@ def test_browser_hover_shows_the_image_click_shows_the_neighbours(browser, runs,
   assert driver.execute_script(f"return {model}('outliers_1').visible")
   _mouse(driver, "mouseMoved", x, y)  # the tooltip back on for the picture
   _wait(lambda: driver.execute_script(_TOOLTIPS))
+  # The page fits a 1,280-px window (the window is 1,500 px wide: nothing is clipped by it).
+  right = driver.execute_script("const root = Bokeh.documents[0].roots()[0];"
+                                "return Bokeh.index.find_one(root).el.getBoundingClientRect().right")
+  assert 600 < right <= 1280, right
+  # Rings follow hidden classes: hiding a class takes its outliers' rings away in every map.
+  outlier_row = int(np.flatnonzero(ex.runs[0].outliers[ex.shown])[0])
+  oc = int(ex.fine[ex.shown[outlier_row]])
+  driver.execute_script(f"{model}('fine_{oc}_1').visible = false")
+  _wait(lambda: outlier_row not in driver.execute_script(f"return Array.from({model}('outlier_rows_0').indices)"))
+  driver.execute_script(f"{model}('fine_{oc}_1').visible = true")
+  _wait(lambda: outlier_row in driver.execute_script(f"return Array.from({model}('outlier_rows_0').indices)"))
+  # One click = one image, even where points overlap: move another image onto this one (0.2 px away).
+  other = (row + 1) % ex.shown.size
+  driver.execute_script(
+      "const s = Bokeh.documents[0].get_model_by_name('points'); const d = {...s.data};"
+      "for (const k of ['x_0', 'y_0']) { d[k] = Array.from(d[k]); }"
+      "const fig = Bokeh.documents[0].get_model_by_name('map_0');"
+      "d.x_0[arguments[1]] = d.x_0[arguments[0]] + 0.2 * (fig.x_range.end - fig.x_range.start) / fig.inner_width;"
+      "d.y_0[arguments[1]] = d.y_0[arguments[0]]; s.data = d;", row, other)
+  x, y = driver.execute_script(_POINT_ON_SCREEN, 0, row)
+  driver.execute_script(f"{model}('points').selected.indices = []")
+  _mouse(driver, "mousePressed", x, y)
+  _mouse(driver, "mouseReleased", x, y)
+  _wait(lambda: driver.execute_script(f"return {model}('points').selected.indices.length"))
+  assert driver.execute_script(f"return Array.from({model}('points').selected.indices)") == [row]
+  # A neighbour's image in the panel is clickable: it becomes the query.
+  j = int(ex.runs[0].neighbours[row][0])
+  driver.execute_script("window.fgjaxSelect(arguments[0])", j)
+  _wait(lambda: f"query #{j}<" in driver.execute_script(f"return {model}('neighbour_panel').text"))
+  # The search box: a class name selects its images, shown as a grid.
+  name = ex.fine_names[int(ex.fine[row])]
+  driver.execute_script(f"{model}('search').value = arguments[0]", name)
+  grid = _wait(lambda: driver.execute_script(
+      f"const t = {model}('neighbour_panel').text; return t.includes('fgjax-grid') && t"))
+  assert len(re.findall(r'class="fgjax-grid"', grid)) == int(np.sum(ex.fine[ex.shown] == ex.fine[row]))
   screenshot = os.environ.get("FGJAX_EXPLORER_SCREENSHOT", str(tmp_path / "explorer.png"))
   assert driver.save_screenshot(screenshot)
   errors_logged = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors_logged, errors_logged
+
+
+# ----------------------------------------------------------------------------
+# The page's layout and words (the browser test checks what they do)
+
+
+def _hier_explorer(tmp_path, runs_count=3, n_super=6, per_super=6):
+  rng = np.random.default_rng(2)
+  n_fine = n_super * per_super
+  fine = np.repeat(np.arange(n_fine), 2).astype(np.int32)
+  sup = (fine // per_super).astype(np.int32)
+  n = fine.size
+  features = rng.normal(size=(n, 8)).astype(np.float32)
+  nn, sims = retrieval.nearest_neighbours(features, k=3)
+  runs_ = [embedding_lib.RunEmbedding(
+      label=f"run {r}", workdir=str(tmp_path / f"r{r}"), method="hcl", step=1, features=features,
+      outliers=retrieval.nearest_centroid_flags(features, sup), xy=rng.normal(size=(n, 2)).astype(np.float32),
+      neighbours=nn, similarities=sims, metrics={"knn3_top1_fine": 0.5, "probe100_top1_super": 0.25},
+      metrics_source="results.json") for r in range(runs_count)]
+  thumbs = {i: embedding_lib.thumbnail_uri(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), 64) for i in range(n)}
+  return embedding_lib.Explorer(
+      split="test", description="hierarchy", fine=fine, fine_names=[f"genus{s // per_super}_species{s % per_super}"
+                                                                    for s in range(n_fine)],
+      super=sup, super_names=[f"genus{g}" for g in range(n_super)], file_names=None, shown=np.arange(n),
+      queried=np.arange(n), outlier_level="super", map_name="t-SNE", seed=0, k=3, thumbs=thumbs, thumb_px=8,
+      runs=runs_, levels=("species", "genus"))
+
+
+def _widths(model):
+  """The widths of the layout's children, row by row (a row: the sum of its children)."""
+  from bokeh.layouts import Row
+  out = []
+  for child in model.children:
+    if isinstance(child, Row):
+      out.append(sum(c.width or 0 for c in child.children))
+    else:
+      out.append(child.width or 0)
+  return out
+
+
+@needs_bokeh
+@pytest.mark.parametrize("runs_count", [1, 2, 3, 4])
+def test_the_page_fits_1280_px_with_the_legend_below(tmp_path, runs_count):
+  layout = page_lib.layout(_hier_explorer(tmp_path, runs_count))
+  assert max(_widths(layout)) <= 1280, _widths(layout)
+  legend = [m for m in layout.select({"name": "legend"})]
+  assert len(legend) == 1
+  figure = layout.select_one({"name": f"map_{runs_count - 1}"})
+  assert legend[0] in figure.below  # not to the right of the map
+
+
+@needs_bokeh
+def test_species_take_their_genus_hue_in_their_own_shade(tmp_path):
+  import colorsys
+  ex = _hier_explorer(tmp_path, 1)
+  fine, supers = page_lib.class_colours(ex)
+  assert len(set(fine)) == len(fine)  # 36 distinct colours
+  hls = lambda c: colorsys.rgb_to_hls(*(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)))
+  for s, colour in enumerate(fine):
+    h_fine, h_super = hls(colour)[0], hls(supers[s // 6])[0]
+    assert min(abs(h_fine - h_super), 1 - abs(h_fine - h_super)) < 0.01, (s, colour, supers[s // 6])
+  lightness = [hls(fine[s])[1] for s in range(6)]
+  assert lightness == sorted(lightness) and lightness[-1] - lightness[0] > 0.3  # shades of one hue
+
+
+@needs_bokeh
+def test_one_click_tap_handler_rings_and_search_are_on_the_page(tmp_path):
+  from bokeh.models import TapTool
+  ex = _hier_explorer(tmp_path, 2)
+  layout = page_lib.layout(ex)
+  for r in range(2):
+    figure = layout.select_one({"name": f"map_{r}"})
+    assert not any(isinstance(t, TapTool) for t in figure.tools)  # it would select every point under the cursor
+    assert any("nearest the cursor" in cb.code for cbs in figure.js_event_callbacks.values() for cb in cbs)
+    rings = layout.select_one({"name": f"outliers_{r}"})
+    assert rings.glyph.line_color == page_lib._RING != "black"
+    # under the points: the rings are the map's first renderer
+    assert figure.renderers[0] is rings
+  assert layout.select_one({"name": "search"}) is not None
+  header = layout.children[0].text
+  assert "kNN top-1 (k=3), species" in header and "linear probe top-1, 100 % of the labels, genus" in header
+  assert "title='knn3_top1_fine'" in header
+
+
+def test_metric_titles_in_the_data_s_words():
+  assert page_lib.metric_title("knn20_top1_fine", ("species", "genus")) == "kNN top-1 (k=20), species"
+  assert page_lib.metric_title("map_super", ("fine class", "super-class")) == "mAP, super-class"
+  assert page_lib.metric_title("recall@4_fine", ("species", "genus")) == "Recall@4, species"
+  assert page_lib.metric_title("feature_spread", ("a", "b")) == "feature spread"

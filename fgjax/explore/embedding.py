@@ -88,6 +88,8 @@ class Explorer:
     thumbs: split index -> PNG data URI, for every shown image and every neighbour of one.
     thumb_px: the thumbnails' side in pixels.
     runs: the main run first, then the compared ones.
+    levels: what the data calls its two label levels (``('species', 'genus')`` on
+      the hierarchy data), for the page's words.
   """
   split: str
   description: str
@@ -105,6 +107,7 @@ class Explorer:
   thumbs: dict[int, str]
   thumb_px: int
   runs: list[RunEmbedding]
+  levels: tuple[str, str] = ("fine class", "super-class")
 
   @property
   def size(self) -> int:
@@ -238,6 +241,10 @@ def run_embedding(run: views.Run, source: Any, *, workdir: str, step: int, shown
                       similarities=similarities, metrics=metrics, metrics_source=metrics_source)
 
 
+# What a data set calls its label levels (fine, super); others: 'fine class', 'super-class'.
+LEVEL_NAMES = {"hierarchy": ("species", "genus"), "source": ("class", "category")}
+
+
 def build(runs: Sequence[tuple[views.Run, str, int]], data: dict[str, Any],
           cfg: ml_collections.ConfigDict) -> Explorer:
   """The explorer of ``runs`` (``(run, workdir, step)``, the main one first) on ``data[cfg.split]``.
@@ -272,7 +279,8 @@ def build(runs: Sequence[tuple[views.Run, str, int]], data: dict[str, Any],
                   super_names=[str(c) for c in source.super_names] if has_super else None,
                   file_names=file_names(source), shown=shown, queried=queried, outlier_level=level,
                   map_name=MAP_NAMES[cfg.map], seed=cfg.seed, k=embeddings[0].neighbours.shape[1],
-                  thumbs=thumbs, thumb_px=int(min(cfg.thumb_size, max(images.shape[1:3]))), runs=embeddings)
+                  thumbs=thumbs, thumb_px=int(min(cfg.thumb_size, max(images.shape[1:3]))), runs=embeddings,
+                  levels=LEVEL_NAMES.get(str(runs[0][0].cfg.data.name), ("fine class", "super-class")))
 
 
 # ----------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 ``make_explorer(cfg)`` restores ``cfg.workdir`` (and every run of
 ``cfg.compare_workdirs``, mapped side by side on the same images), computes
 what the page shows (``fgjax.explore.embedding``), writes
-``<workdir>/explorer/index.html`` (``fgjax.explore.page``), the optional export
-(``embedding.npz`` / ``embedding.parquet``, one file per run) and an
-"Embedding explorer" section linking them into the run's ``results.md``.
+``<workdir>/explorer/index.html`` for a run alone, or
+``compare_<runs>.html`` beside other runs (:func:`page_name`: a later
+comparison never replaces an earlier one) (``fgjax.explore.page``), the
+optional export (``embedding.npz`` / ``embedding.parquet``, one file per run)
+and an "Embedding explorer" section linking every page and export of the
+folder into the run's ``results.md``.
 """
 
 from __future__ import annotations
@@ -50,12 +53,24 @@ def export_name(index: int, workdir: str, kind: str, taken: set[str]) -> str:
   if index == 0:
     name = f"embedding.{kind}"
   else:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(os.path.normpath(workdir))) or f"run{index}"
+    slug = _slug(workdir)
     name = f"embedding_{slug}.{kind}"
     if name in taken:  # the same run twice, or two runs of one name
       name = f"embedding_{slug}_{index}.{kind}"
   taken.add(name)
   return name
+
+
+def _slug(workdir: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(os.path.normpath(workdir))) or "run"
+
+
+def page_name(ex: embedding_lib.Explorer) -> str:
+  """``index.html`` for a run alone; ``compare_<run>_<run>....html`` beside other runs (named by the
+  compared runs' directories), so that a later comparison never replaces an earlier one."""
+  if len(ex.runs) == 1:
+    return "index.html"
+  return "compare_" + "_".join(_slug(r.workdir) for r in ex.runs[1:]) + ".html"
 
 
 def make_explorer(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -93,7 +108,7 @@ def make_explorer(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   ex = embedding_lib.build(runs, data, cfg)
   out_dir = os.path.join(os.path.abspath(cfg.workdir), OUT_DIR)
   os.makedirs(out_dir, exist_ok=True)
-  path = page_lib.write(os.path.join(out_dir, "index.html"), ex)
+  path = page_lib.write(os.path.join(out_dir, page_name(ex)), ex)
   exports, taken = [], set()
   for i, run in enumerate(ex.runs):
     if cfg.export:
@@ -113,7 +128,14 @@ def link_in_results(workdir: str, page: str, exports: list[str], ex: embedding_l
   lines = [f"[{rel}]({rel}): {ex.map_name} of the {ex.split} split ({ex.shown.size:,} of {ex.size:,} images), "
            f"hover for the image, click for its {ex.k} nearest neighbours" + (f"; beside {compared}" if compared else "")
            + ". Open it from the file system (no server needed).", ""]
-  for p in exports:
+  # The pages and exports of earlier builds stay linked (a later build adds, never drops).
+  folder = os.path.dirname(page)
+  earlier = sorted(f for f in os.listdir(folder) if f.endswith(".html") and f != os.path.basename(page))
+  lines += [f"- an earlier page: [{os.path.relpath(os.path.join(folder, f), workdir)}]"
+            f"({os.path.relpath(os.path.join(folder, f), workdir)})" for f in earlier]
+  kept = sorted(set(exports) | {os.path.join(folder, f) for f in os.listdir(folder)
+                                if f.startswith("embedding") and f.endswith((".npz", ".parquet"))})
+  for p in kept:
     r = os.path.relpath(p, workdir)
     lines += [f"- export: [{r}]({r})"]
   pictures_make.replace_section(workdir, _SECTION, lines + ([""] if exports else []))
