@@ -21,10 +21,9 @@ if [[ ! -f "${runs}/source/results.json" ]]; then
   python -m fgjax.main --config=configs/source.py --workdir="${runs}/source" "$@" 2> "${runs}/source.log" \
     || { tail -3 "${runs}/source.log"; exit 1; }
 fi
-train_s=$(( $(date +%s) - start ))
 python -m fgjax.tools.export_encoder "${runs}/source" "${weights}"
 # A manifest without transfer figures first: init_from=source verifies the file against it.
-python -m fgjax.tools.source_manifest "${runs}" "${weights}" --train_seconds "${train_s}" --command "$0 $*"
+python -m fgjax.tools.source_manifest "${runs}" "${weights}" --command "$0 $*"
 for target in patches:configs/moco.py hierarchy:configs/ce.py; do
   name=${target%%:*} config=${target#*:}
   for init in source none; do
@@ -34,5 +33,5 @@ for target in patches:configs/moco.py hierarchy:configs/ce.py; do
       --workdir="${out}" 2> "${out}.log" || { tail -3 "${out}.log"; exit 1; }
   done
 done
-python -m fgjax.tools.source_manifest "${runs}" "${weights}" --train_seconds "${train_s}" --command "$0 $*"
+python -m fgjax.tools.source_manifest "${runs}" "${weights}" --command "$0 $*"
 echo "total: $(( $(date +%s) - start )) s"

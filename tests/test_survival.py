@@ -386,6 +386,46 @@ def test_disk_full_is_one_line_and_keeps_the_previous_step(tmp_path, monkeypatch
     ckpt.close()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 2 MiB tmpfs (a real full disk), or a skip where this process cannot mount one (not root, no tmpfs)."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                        text=True) if shutil.which("mount") else None
+  if made is None or made.returncode != 0:
+    pytest.skip(f"cannot mount a 2 MiB tmpfs here ({(made.stderr.strip() if made else 'no mount command')[:100]})")
+  try:
+    yield str(mount)
+  finally:
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_real_full_disk_is_one_line_and_exit_2(small_disk):
+  """On a 2 MiB tmpfs a checkpoint no longer fits after a few steps: one line, exit 2, no traceback (orbax's
+  writer threads log the same error with tracebacks: checkpointing._OrbaxDiskFull drops those records)."""
+  workdir = os.path.join(small_disk, "run")
+  run = subprocess.run([sys.executable, "-m", "fgjax.main", "--config=configs/moco.py:runlocal", f"--workdir={workdir}"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr and "No space left" not in run.stderr, run.stderr[-3000:]
+  errors = [line for line in run.stderr.splitlines() if not line.startswith(("I", "W"))]
+  assert len(errors) == 1 and errors[0].startswith("fgjax: error: disk full: cannot write checkpoint step "), errors
+  assert "is kept; free some space and rerun to resume" in errors[0]
+
+
+def test_the_disk_full_filter_drops_only_orbax_enospc_records():
+  import logging as std_logging
+  make = lambda path, msg, level=std_logging.ERROR: std_logging.LogRecord("absl", level, path, 1, msg, None, None)
+  f = checkpointing._OrbaxDiskFull()
+  assert not f.filter(make("/x/orbax/checkpoint/future.py", "Failed writing: No space left on device"))
+  assert not f.filter(make("/x/orbax/checkpoint/a.py", "RESOURCE_EXHAUSTED [os_error_code='28']"))
+  assert f.filter(make("/x/orbax/checkpoint/a.py", "some other failure"))  # other orbax errors pass
+  assert f.filter(make("/x/fgjax/train.py", "No space left on device"))  # other code passes
+  assert f.filter(make("/x/orbax/checkpoint/a.py", "No space left on device", std_logging.INFO))
+
+
 def test_a_read_only_checkpoint_directory_is_one_line(tmp_path, monkeypatch):
   import orbax.checkpoint as ocp
 

@@ -37,6 +37,34 @@ from absl import logging
 from fgjax.errors import CheckpointError  # (re-exported: raised here)
 
 
+class _OrbaxDiskFull(std_logging.Filter):
+  """Drops orbax's error records caused by a full disk (ENOSPC).
+
+  On a full disk each of orbax's writer threads logs the same ``No space left on
+  device`` with a traceback (four tracebacks, ~300 lines per failed save), while
+  the save's ``wait`` raises it once in the main thread, where
+  :meth:`Checkpointer.save` turns it into one line naming the step, the free and
+  the needed space. Only those records are dropped: any other orbax error, and
+  every record of other code, passes.
+  """
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno < std_logging.ERROR or "orbax" not in record.pathname:
+      return True
+    text = record.getMessage() + (f" {record.exc_info[1]}" if record.exc_info and record.exc_info[1] else "")
+    return not ("No space left on device" in text or "os_error_code='28'" in text)
+
+
+_DISK_FULL_FILTER = _OrbaxDiskFull()
+
+
+def quiet_disk_full_in_orbax_threads() -> None:
+  """Installs :class:`_OrbaxDiskFull` on absl's logger (orbax logs through absl), once."""
+  logger = logging.get_absl_logger()
+  if _DISK_FULL_FILTER not in logger.filters:
+    logger.addFilter(_DISK_FULL_FILTER)
+
+
 def tree_path(path) -> str:
   """A key path as 'a/b/c', the same for a dataclass field and a dict key."""
   parts = []
@@ -135,6 +163,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, *, keep: int = 1, create: bool = True):
+    quiet_disk_full_in_orbax_threads()
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.digests_directory = os.path.abspath(os.path.join(workdir, DIGESTS_DIR))
     self._writes = create  # training (False: evaluation and tools only read)

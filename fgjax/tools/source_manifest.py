@@ -10,7 +10,7 @@ training: its own accuracy on the source test split) and
 targets' protocols with the source encoder untouched and at random init), and
 writes ``<weights>.json`` beside the weights: name, file, bytes, SHA-256, the
 command, the commit (``-dirty`` when the tree had changes), the date, the CPU,
-the training's steps and seconds, the source accuracy and the transfer.
+the training's steps and wall time, the source accuracy and the transfer.
 """
 
 from __future__ import annotations
@@ -97,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m fgjax.tools.source_manifest", description=__doc__.split("\n\n")[0])
   parser.add_argument("runs", help="the RUNS_DIR of launch/make_source_encoder.sh")
   parser.add_argument("weights", help="the exported .safetensors file")
-  parser.add_argument("--train_seconds", type=float, default=None)
   parser.add_argument("--command", default="bash launch/make_source_encoder.sh")
   args = parser.parse_args(argv)
   trained = _read(os.path.join(args.runs, "source", "results.json"))
@@ -117,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       "machine": _cpu(),
       "encoder": trained["run"].get("encoder", ""),
       "training": {"config": "configs/source.py", "steps": trained["run"].get("steps"),
-                   "seconds": args.train_seconds, "data": trained["run"].get("data")},
+                   "wall time s": trained["run"].get("wall time s"), "data": trained["run"].get("data")},
       "source accuracy": {"split": "source test (2,560 images, 128 classes)", **_percent(trained["trained"])},
       "transfer": figures,
       "transfer protocol": "configs/evaluate.py with init_from=source / none and train_config=configs/moco.py "
