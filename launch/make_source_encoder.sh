@@ -23,7 +23,7 @@ if [[ ! -f "${runs}/source/results.json" ]]; then
 fi
 python -m fgjax.tools.export_encoder "${runs}/source" "${weights}"
 # A manifest without transfer figures first: init_from=source verifies the file against it.
-python -m fgjax.tools.source_manifest "${runs}" "${weights}" --command "$0 $*"
+python -m fgjax.tools.source_manifest "${runs}" "${weights}" --command "bash $0 ${runs}${*:+ $*}"
 for target in patches:configs/moco.py hierarchy:configs/ce.py; do
   name=${target%%:*} config=${target#*:}
   for init in source none; do
@@ -33,5 +33,5 @@ for target in patches:configs/moco.py hierarchy:configs/ce.py; do
       --workdir="${out}" 2> "${out}.log" || { tail -3 "${out}.log"; exit 1; }
   done
 done
-python -m fgjax.tools.source_manifest "${runs}" "${weights}" --command "$0 $*"
+python -m fgjax.tools.source_manifest "${runs}" "${weights}" --command "bash $0 ${runs}${*:+ $*}"
 echo "total: $(( $(date +%s) - start )) s"

@@ -140,6 +140,51 @@ def test_ctrl_c_to_the_process_group_with_worker_processes_is_one_line(tmp_path)
   assert "fgjax: stopped: SIGINT at step" in err
 
 
+def _children(pid):
+  """The pids whose parent is ``pid`` (from /proc)."""
+  out = []
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid and fields[0] != "Z":
+        out.append(int(entry))
+  return out
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc (Linux)")
+def test_sigkill_leaves_no_worker_processes_behind(tmp_path):
+  """SIGKILL of a run with grain workers: the workers (and multiprocessing's resource tracker) exit too."""
+  workdir = str(tmp_path)
+  proc = subprocess.Popen([sys.executable, "-m", "fgjax.main", *FLAGS, "--config.data.num_workers=2",
+                           f"--workdir={workdir}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while _steps_logged(workdir) < 10:
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    assert time.time() < deadline
+    time.sleep(0.01)
+  children = _children(proc.pid)
+  assert len(children) >= 2, children  # the two workers (and the resource tracker)
+  proc.kill()
+  proc.communicate()
+  deadline = time.time() + 15
+  while any(_alive(c) for c in children) and time.time() < deadline:
+    time.sleep(0.1)
+  assert not [c for c in children if _alive(c)], "orphaned worker processes"
+
+
 def test_sigkill_mid_run_resumes_to_the_same_state(reference, tmp_path):
   workdir = str(tmp_path)
   proc = _start(workdir)

@@ -17,7 +17,10 @@ uint8 images only.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 from typing import Any
 from typing import Iterator
 
@@ -253,13 +256,34 @@ def iterate_from(batches: grain.MapDataset, start: int, *, read_threads: int = 2
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use, tests)
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
-                        worker_init_fn=_ignore_interrupts)
+                        worker_init_fn=_init_worker)
   return iter(ds)
 
 
-def _ignore_interrupts(worker_index: int, worker_count: int) -> None:
-  """Runs in each grain worker at start: Ctrl-C reaches the whole process group, and
-  the workers must not die with a traceback while the trainer saves its step
-  (fgjax.infra.preemption); the trainer stops them when it closes the iterator."""
+PARENT_POLL_S = 1.0  # how often a grain worker checks that the trainer is alive
+
+
+def _init_worker(worker_index: int, worker_count: int) -> None:
+  """Runs in each grain worker at start.
+
+  * Ctrl-C reaches the whole process group, and the workers must not die with a
+    traceback while the trainer saves its step (fgjax.infra.preemption); the
+    trainer stops them when it closes the iterator.
+  * A trainer killed outright (SIGKILL, the OOM killer) closes nothing: the
+    worker would live on as an orphan (parent 1), holding its shared memory and
+    multiprocessing's resource tracker. A daemon thread polls the parent and
+    exits the worker once the parent is gone; the resource tracker, whose pipe
+    the workers held, then exits too and unlinks what they left. (A polled
+    parent, not prctl's parent-death signal: that fires when the *thread* that
+    started the worker ends, which in grain is not the process.)
+  """
   del worker_index, worker_count
   signal.signal(signal.SIGINT, signal.SIG_IGN)
+  parent = os.getppid()
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(PARENT_POLL_S)
+    os._exit(1)  # no cleanup handlers: the parent that would receive anything is gone
+
+  threading.Thread(target=watch, name="fgjax-parent-watch", daemon=True).start()
