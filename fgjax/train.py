@@ -24,6 +24,7 @@ from absl import logging
 from fgjax import errors
 from fgjax import optim
 from fgjax.config import blocks as config_blocks
+from fgjax.pretrained import shipped
 from fgjax.data import pipeline
 from fgjax.errors import ConfigError
 from fgjax.errors import DataError
@@ -142,6 +143,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
   mesh = parallel.make_mesh(devices)
   registry.validate(cfg, num_devices=mesh.size, num_processes=jax.process_count())
   precision.check_compute_dtype(cfg.model.dtype, mesh.devices.flat)
+  init_from = cfg.model.get("init_from", "") if "model" in cfg else ""
+  checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints") if workdir else ""
+  if shipped.is_shipped(init_from) and not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+    shipped.resolve(init_from)  # a fresh run needs the shipped weights: missing or damaged is one line, now
   created = bool(workdir) and not os.path.exists(os.path.abspath(workdir))
   workdir = workdir_lib.prepare(workdir)
   try:

@@ -164,10 +164,12 @@ def test_main_refuses_a_damaged_source_in_one_line(weights_copy, tmp_path):
           "from fgjax import main; sys.argv = ['fgjax'] + sys.argv[1:]; main.run()")
   run = subprocess.run([sys.executable, "-c", code, "--config=configs/moco.py:runlocal",
                         "--config.model.width=16", "--config.model.init_from=source",
-                        f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                        f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
   assert run.returncode == 2, run.stderr[-2000:]
   lines = run.stderr.strip().splitlines()
   assert len(lines) == 1 and "is damaged" in lines[0] and shipped.REMAKE_COMMAND in lines[0], run.stderr[-2000:]
+  assert not (tmp_path / "run").exists()  # refused before the workdir was made
 
 
 def test_a_run_from_source_reports_random_init_source_and_trained(tmp_path):

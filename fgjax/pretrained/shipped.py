@@ -84,6 +84,6 @@ def resolve(name: str) -> str:
   got = sha256(weights)
   if got != expected:
     raise PretrainedError(f"model.init_from={name}: {weights} is damaged (SHA-256 {got[:16]}..., its manifest says "
-                          f"{str(expected)[:16]}...); restore it (git checkout -- {os.path.relpath(weights)}) or "
-                          f"remake it: {REMAKE_COMMAND}")
+                          f"{str(expected)[:16]}...); restore it (git checkout -- fgjax/pretrained/weights/"
+                          f"{os.path.basename(weights)}) or remake it: {REMAKE_COMMAND}")
   return weights
