@@ -70,6 +70,31 @@ def test_headline_verdict(gains, verdict):
   assert f"| kNN top-1, fine | 10.00 | {100 * (0.1 + gains[0]):.2f} | {100 * gains[0]:+.2f} |" in lines
 
 
+@pytest.mark.parametrize("super_gain, verdict", [(0.0, "learned"), (-0.004, "learned"), (-0.2, "partly learned")])
+def test_headline_against_a_start_at_the_ceiling(super_gain, verdict):
+  """From the source encoder the super-classes start at 100 %: no room to rise by the bar, so holding them
+  counts; falling by more than the bar does not."""
+  random_init = {"knn20_top1_fine": 0.16, "probe100_top1_fine": 0.25, "knn20_top1_super": 0.40,
+                 "probe100_top1_super": 0.56}
+  start = {"knn20_top1_fine": 0.40, "probe100_top1_fine": 0.47, "knn20_top1_super": 1.0, "probe100_top1_super": 1.0}
+  trained = {"knn20_top1_fine": 0.71, "probe100_top1_fine": 0.79, "knn20_top1_super": 1.0 + super_gain,
+             "probe100_top1_super": 1.0}
+  lines = report.headline(trained, random_init, "source encoder", start=start)
+  assert lines[0] == ("| protocol | random init | source encoder | trained | trained - source encoder | "
+                      "trained - random init |")
+  assert "| kNN top-1, fine | 16.00 | 40.00 | 71.00 | +31.00 | +55.00 |" in lines
+  assert f"**Verdict against the source encoder: {verdict}**" in "\n".join(lines)
+
+
+def test_the_curve_starts_at_the_encoder_the_run_started_from(tmp_path):
+  _write_run(tmp_path, [(100, 0.5, 0.9), (200, 0.6, 0.95)])
+  with open(os.path.join(tmp_path, "initial_eval.json"), "w") as f:
+    json.dump({"knn20_top1_fine": 0.4, "knn20_top1_super": 1.0}, f)
+  curve = curves.read_monitor(str(tmp_path))
+  np.testing.assert_allclose(curve["fine"], [0.4, 0.5, 0.6])  # not the random init's 0.1
+  assert curve["start"] == "start (init_from)"
+
+
 def test_learning_table_over_seeds(tmp_path):
   for seed, gain in ((0, 0.1), (1, 0.2)):
     workdir = os.path.join(tmp_path, f"moco_seed{seed}")

@@ -3,7 +3,8 @@
 The training loop logs the kNN top-1 accuracy of the current encoder every
 ``eval.knn_every`` steps (``metrics.jsonl``: ``knn{k}_top1_fine``,
 ``knn{k}_top1_super``). This module reads those points back, prepends the
-random-init encoder's values as step 0 (``random_init_eval.json``), draws them
+values of the encoder the run started from as step 0 (``initial_eval.json``
+where it started from ``model.init_from``, else ``random_init_eval.json``), draws them
 (``knn_curve.png`` in the workdir) and measures how flat the end of the curve is:
 ``tail_gain`` is the rise over the last quarter of the logged steps. A run whose
 tail still gains several points stopped while it was learning; its numbers
@@ -29,15 +30,21 @@ def read_monitor(workdir: str) -> dict[str, Any]:
   Returns:
     ``{'metric': 'knn{k}_top1', 'steps': int [P], 'fine': float [P], 'super':
     float [P] (absent without super-classes)}``, fractions in [0, 1], sorted by
-    step, step 0 being the random-init encoder when it was evaluated. A step
-    logged twice (a resumed run) keeps its last value. Empty ``steps`` when the
-    run has no monitor points.
+    step, step 0 being the encoder the run started from when it was evaluated:
+    ``model.init_from``'s (``initial_eval.json``, e.g. the source encoder), else
+    the random init (``random_init_eval.json``). A step logged twice (a resumed
+    run) keeps its last value. Empty ``steps`` when the run has no monitor points.
   """
   points: dict[int, dict[str, float]] = {}
-  baseline_path = os.path.join(workdir, "random_init_eval.json")
-  if os.path.exists(baseline_path):
-    with open(baseline_path) as f:
-      points[0] = {k: float(v) for k, v in json.load(f).items() if isinstance(v, (int, float))}
+  for name in ("initial_eval.json", "random_init_eval.json"):  # the start of training, where evaluated
+    baseline_path = os.path.join(workdir, name)
+    if os.path.exists(baseline_path):
+      with open(baseline_path) as f:
+        points[0] = {k: float(v) for k, v in json.load(f).items() if isinstance(v, (int, float))}
+      start = "start (init_from)" if name == "initial_eval.json" else "random init"
+      break
+  else:
+    start = "random init"
   path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):
     with open(path) as f:
@@ -51,7 +58,7 @@ def read_monitor(workdir: str) -> dict[str, Any]:
     if names:
       metric = names[0]
       break
-  out: dict[str, Any] = {"metric": metric or "knn", "steps": np.zeros(0, np.int64)}
+  out: dict[str, Any] = {"metric": metric or "knn", "steps": np.zeros(0, np.int64), "start": start}
   if metric is None:
     return out
   steps = sorted(s for s, v in points.items() if f"{metric}_fine" in v)
@@ -95,7 +102,7 @@ def draw(curve: dict[str, Any], path: str, *, title: str) -> None:
     ax.plot(curve["steps"], 100 * curve[level], "o-", color=colour, markersize=3, label=f"{level} classes")
     if curve["steps"][0] == 0:
       ax.axhline(100 * curve[level][0], color=colour, linestyle=":", linewidth=1,
-                 label=f"{level}, random init")
+                 label=f"{level}, {curve.get('start', 'random init')}")
   ax.set_xlabel("training step")
   ax.set_ylabel(f"{curve['metric']} accuracy (%)")
   ax.set_title(title, fontsize=10)

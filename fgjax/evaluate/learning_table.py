@@ -149,7 +149,7 @@ def draw_curves(runs: dict[str, dict[int, str]], path: str) -> None:
           ax.plot(curve["steps"], 100 * curve[level], style, color=colour, marker="o", markersize=2,
                   label=f"seed {seed}, {level}")
     ax.set_title(name, fontsize=10)
-    ax.set_xlabel("training step (0 = random init)")
+    ax.set_xlabel("training step (0 = the start: random init or init_from)")
     ax.set_ylabel("online kNN top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
