@@ -33,6 +33,7 @@ def tiny_moco(seed: int):
   """MoCo v2 at the CPU recipe, 4 x 2 classes, width 8, SSL_EPOCHS epochs of 4 steps."""
   c = registry.config("moco")
   _tiny_data(c)
+  c.model.init_from = "none"  # learning from scratch (the shipped source encoder is width 16)
   c.seed = seed
   c.model.bn_groups = 2
   c.moco.queue_size = 128
