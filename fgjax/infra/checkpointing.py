@@ -49,8 +49,8 @@ class _OrbaxDiskFull(std_logging.Filter):
   """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if record.levelno < std_logging.ERROR or "orbax" not in record.pathname:
-      return True
+    if record.levelno < std_logging.ERROR or ("orbax" not in record.pathname and record.name != "asyncio"):
+      return True  # (asyncio: "Task exception was never retrieved" of orbax's write tasks)
     text = record.getMessage() + (f" {record.exc_info[1]}" if record.exc_info and record.exc_info[1] else "")
     return not ("No space left on device" in text or "os_error_code='28'" in text)
 
@@ -59,10 +59,10 @@ _DISK_FULL_FILTER = _OrbaxDiskFull()
 
 
 def quiet_disk_full_in_orbax_threads() -> None:
-  """Installs :class:`_OrbaxDiskFull` on absl's logger (orbax logs through absl), once."""
-  logger = logging.get_absl_logger()
-  if _DISK_FULL_FILTER not in logger.filters:
-    logger.addFilter(_DISK_FULL_FILTER)
+  """Installs :class:`_OrbaxDiskFull` on absl's logger (orbax logs through absl) and asyncio's, once."""
+  for logger in (logging.get_absl_logger(), std_logging.getLogger("asyncio")):
+    if _DISK_FULL_FILTER not in logger.filters:
+      logger.addFilter(_DISK_FULL_FILTER)
 
 
 def tree_path(path) -> str:

@@ -155,7 +155,9 @@ def changed_fields(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, t
   for field in sorted(set(a) | set(b)):
     old, new = a.get(field, "<absent>"), b.get(field, "<absent>")
     same = _SAME_VALUE.get(field, {})
-    if not _safe(field) and same.get(old, old) != same.get(new, new):
+    if isinstance(old, str) and isinstance(new, str):
+      old, new = same.get(old, old), same.get(new, new)
+    if not _safe(field) and old != new:
       changed[field] = (old, new)
   return changed
 
