@@ -14,6 +14,10 @@ declare -A CONFIGS=(
   [moco]=configs/moco.py
   [simsiam]=configs/simsiam.py
   [perturb_simsiam]=configs/perturb_simsiam.py
+  [simclr]=configs/simclr.py
+  [perturb_simclr]=configs/perturb_simclr.py
+  [byol]=configs/byol.py
+  [perturb_byol]=configs/perturb_byol.py
   [ce]=configs/ce.py
   [supcon]=configs/supcon.py
   [hcl]=configs/hcl.py
@@ -24,7 +28,7 @@ declare -A CONFIGS=(
   [base_indi_eff]=configs/base_indi.py:eff
 )
 names=("$@")
-[[ ${#names[@]} -eq 0 ]] && names=(perturb_moco moco simsiam perturb_simsiam ce supcon hcl base fine indi base_indi base_indi_eff)
+[[ ${#names[@]} -eq 0 ]] && names=(perturb_moco moco simsiam perturb_simsiam simclr perturb_simclr byol perturb_byol ce supcon hcl base fine indi base_indi base_indi_eff)
 mkdir -p "${runs}"
 source "$(dirname "$0")/table_runs.sh"
 for seed in $(seq 0 $((seeds - 1))); do

@@ -14,7 +14,8 @@
 #   cp -r docs/tables/perturb_paired_cpu runs/perturb_paired    # resume from the committed runs
 #
 # Order: the pairs that decide the question first, seed by seed (MoCo v2 and Perturb-MoCo, then
-# SimSiam and Perturb-SimSiam), then the variants of Perturb-MoCo on VARIANT_SEEDS seeds: without
+# SimSiam and Perturb-SimSiam), then the variants of Perturb-MoCo on VARIANT_SEEDS seeds, then
+# SimCLR / Perturb-SimCLR and BYOL / Perturb-BYOL (the wrapper on the other bases). Variants: without
 # the pair loss's shuffle-BN (the leak), Eq. 3's printed sign, the noise scale read as a variance,
 # the pairs augmented, and L_C + alpha L_R alone. A finished run is skipped when its results.json
 # exists, so the script resumes after an interruption (and a table can span machines: commit
@@ -70,6 +71,10 @@ pairs=(
   "perturb_moco:configs/perturb_moco.py"
   "simsiam:configs/simsiam.py"
   "perturb_simsiam:configs/perturb_simsiam.py"
+  "simclr:configs/simclr.py"
+  "perturb_simclr:configs/perturb_simclr.py"
+  "byol:configs/byol.py"
+  "perturb_byol:configs/perturb_byol.py"
 )
 
 run_entry() {  # NAME:CONFIG[ FLAGS] SEED [extra flags...]
@@ -83,17 +88,24 @@ run_entry() {  # NAME:CONFIG[ FLAGS] SEED [extra flags...]
   run_table_entry "${name}" "${seed}" "${runs}" "${config}" "${budget[@]}" "${flags[@]}" "${extra[@]}" "$@"
 }
 
-start=$(date +%s)
-for group in "0 1" "2 3"; do
-  read -r a b <<< "${group}"
-  for seed in $(seq 0 $((seeds - 1))); do
-    run_entry "${pairs[a]}" "${seed}" "$@"
-    run_entry "${pairs[b]}" "${seed}" "$@"
+run_pairs() {  # GROUP...: each group "A B" (indices of pairs), seed by seed
+  local group a b seed
+  for group in "$@"; do
+    read -r a b <<< "${group}"
+    for seed in $(seq 0 $((seeds - 1))); do
+      run_entry "${pairs[a]}" "${seed}" "${extra_flags[@]}"
+      run_entry "${pairs[b]}" "${seed}" "${extra_flags[@]}"
+    done
   done
-done
+}
+
+extra_flags=("$@")
+start=$(date +%s)
+run_pairs "0 1" "2 3"
 for seed in $(seq 0 $((variant_seeds - 1))); do
   for entry in "${variants[@]}"; do
     run_entry "${entry}" "${seed}" "$@"
   done
 done
+run_pairs "4 5" "6 7"  # Perturb-SSL on the other bases (the wrapper), after the question and its variants
 finish_table perturb_paired "${runs}" "${seeds}" "${start}" --variant_seeds "${variant_seeds}" --protocol "${protocol}"

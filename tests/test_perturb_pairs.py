@@ -23,7 +23,6 @@ import pytest
 
 from fgjax.data import pipeline
 from fgjax.infra import parallel
-from fgjax.methods import moco
 from fgjax.methods import perturb_ssl
 from fgjax.methods import registry
 from fgjax.methods import spec
@@ -42,9 +41,8 @@ def _setup(**perturb_fields):
   cfg.data.global_batch_size = BATCH
   for name, value in perturb_fields.items():
     cfg.perturb[name] = value
-  nets = ssl_common.build_networks(cfg)
-  state = moco.create_state(cfg, nets, jax.random.PRNGKey(0), registry.setup(cfg).tx)
-  return cfg, nets, state
+  setup = registry.setup(cfg)
+  return cfg, setup.nets, setup.init_state(jax.random.PRNGKey(0))
 
 
 def _pair_features(num_devices, x_hat, x_hat_p, **perturb_fields):
@@ -195,8 +193,7 @@ def test_a_perturb_joint_step_draws_its_bases_keys_and_batches():
   moco_cfg = registry.config("moco", "runlocal")
   moco_cfg.model.bn_groups = 4
   moco_cfg.data.global_batch_size = BATCH
-  moco_state = moco.create_state(moco_cfg, ssl_common.build_networks(moco_cfg), jax.random.PRNGKey(0),
-                                 registry.setup(moco_cfg).tx)
+  moco_state = registry.setup(moco_cfg).init_state(jax.random.PRNGKey(0))
   chex.assert_trees_all_equal(moco_state.params["encoder"], state.params["encoder"])
 
 

@@ -13,10 +13,10 @@ from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.infra import precision
 from fgjax.infra.parallel import DATA_AXIS
-from fgjax.methods import perturb_moco
-from fgjax.methods import perturb_simsiam
+from fgjax.methods import moco
+from fgjax.methods import perturb_ssl
 from fgjax.methods import registry
-from fgjax.methods import ssl_common
+from fgjax.methods import simsiam
 from fgjax.ops import contrastive_losses
 from fgjax.ops import gradcam
 from fgjax.ops import losses
@@ -110,7 +110,7 @@ def test_losses_are_float32_for_bf16_inputs():
 def _nets(method, dtype):
   cfg = registry.config(method, "runlocal")
   cfg.model.dtype = dtype
-  return cfg, ssl_common.build_networks(cfg)
+  return cfg, registry.setup(cfg).nets
 
 
 def test_moco_gradcam_head_runs_in_float32():
@@ -122,9 +122,12 @@ def test_moco_gradcam_head_runs_in_float32():
   keys = losses.l2_normalize(jnp.asarray(rng.normal(size=(6, cfg.model.proj_dim)), jnp.float32))
   queue = losses.l2_normalize(jnp.asarray(rng.normal(size=(16, cfg.model.proj_dim)), jnp.float32))
   head_params = nets32.head.init(jax.random.PRNGKey(0), v)["params"]
-  scores = lambda head: jax.jit(  # noqa: E731
-      lambda p: perturb_moco.gradcam_scores(head, p, v, keys, queue, 0.2, "-loss"))(head_params)
-  eta16, eta32 = scores(nets16.head), scores(nets32.head)
+  scores = lambda nets: jax.jit(  # noqa: E731
+      lambda p: perturb_ssl.gradcam_scores(
+          moco.gradcam_loss({"head": p}, {"keys": keys, "queue": queue}, {}, nets=nets, hp=hp), v,
+          sign="-loss"))(head_params)
+  hp = types.SimpleNamespace(moco=types.SimpleNamespace(temperature=0.2))
+  eta16, eta32 = scores(nets16), scores(nets32)
   assert eta16.dtype == jnp.float32
   np.testing.assert_allclose(eta16, eta32, rtol=1e-6, atol=1e-9)  # a bf16 head is ~1e-2 off
 
@@ -141,7 +144,8 @@ def test_simsiam_gradcam_heads_run_in_float32():
   params = {"head": head_params, "predictor": pred_params}
   # vmap over a device axis of size 1 binds the BN axis name, as shard_map does.
   scores = lambda nets: jax.jit(jax.vmap(  # noqa: E731
-      lambda a, b: perturb_simsiam.gradcam_scores(nets, params, a, b, "-loss"), axis_name=DATA_AXIS))(v, z2)
+      lambda a, b: perturb_ssl.gradcam_scores(simsiam.gradcam_loss(params, {}, {"z2": b}, nets=nets, hp=None),
+                                              a, sign="-loss"), axis_name=DATA_AXIS))(v, z2)
   eta16, eta32 = scores(nets16), scores(nets32)
   assert eta16.dtype == jnp.float32
   np.testing.assert_allclose(eta16, eta32, rtol=1e-6, atol=1e-9)

@@ -10,6 +10,8 @@ from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.methods import registry
 
+import run_steps
+
 
 def _cfg(preset="runlocal"):
   cfg = registry.config("simclr", preset)
@@ -47,20 +49,8 @@ def _nt_xent_numpy(z1, z2, tau):
 
 
 def _run(cfg, num_devices, num_steps=2):
-  s = registry.setup(cfg, num_train=len(pipeline.load_splits(cfg)["train"]))
-  mesh = parallel.make_mesh(jax.devices()[:num_devices])
-  joint, pretrain = registry.step_functions(cfg, s, registry.hparams(cfg, s, num_devices))
-  assert pretrain is None
-  joint = parallel.data_parallel(joint, mesh, donate_state=False)
-  batches = pipeline.train_batches(pipeline.load_splits(cfg)["train"], global_batch_size=cfg.data.global_batch_size,
-                                   seed=0)
-  state = parallel.replicate(mesh, jax.jit(s.init_state)(jax.random.PRNGKey(0)))
-  rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
-  metrics = []
-  for i in range(num_steps):
-    state, m = joint(state, parallel.shard_batch(mesh, batches[i]), rng)
-    metrics.append(jax.device_get(m))
-  return s, jax.device_get(state), metrics
+  assert registry.get(cfg.method).pretrain_step is None
+  return run_steps.run_steps(cfg, num_devices, num_steps)
 
 
 def test_simclr_loss_is_nt_xent_of_the_global_batch():
@@ -85,8 +75,8 @@ def test_simclr_loss_is_nt_xent_of_the_global_batch():
     return head(f1), head(f2)
 
   mesh = parallel.make_mesh(jax.devices()[:1])
-  z1, z2 = jax.shard_map(embeddings, mesh=mesh, in_specs=PartitionSpec(DATA_AXIS),
-                         out_specs=PartitionSpec(DATA_AXIS))(parallel.shard_batch(mesh, batch)["image"])
+  z1, z2 = jax.jit(jax.shard_map(embeddings, mesh=mesh, in_specs=PartitionSpec(DATA_AXIS),  # jit: eager is slow
+                                 out_specs=PartitionSpec(DATA_AXIS)))(parallel.shard_batch(mesh, batch)["image"])
   expected = _nt_xent_numpy(np.asarray(z1), np.asarray(z2), cfg.simclr.temperature).mean()
   np.testing.assert_allclose(metrics[0]["loss"], expected, rtol=2e-4)
 

@@ -15,7 +15,6 @@ from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.methods import registry
 from fgjax.methods import simsiam
-from fgjax.methods import ssl_common
 
 
 def _cfg(method, preset="runlocal"):
@@ -147,7 +146,7 @@ def test_simsiam_state_has_no_momentum_network_or_queue():
   state = jax.jit(registry.setup(cfg, 64).init_state)(jax.random.PRNGKey(0))
   assert set(state.params) == {"encoder", "head", "predictor"}
   assert state.momentum_params == {} and state.queue.shape == (1, 1)
-  nets = ssl_common.build_networks(cfg)
+  nets = registry.setup(cfg, 64).nets
   local = dataclasses.replace(nets, head=nets.head.clone(bn_axis_name=None),  # outside shard_map
                               predictor=nets.predictor.clone(bn_axis_name=None))
   n = state.params["head"]["dense1"]["kernel"].shape[0]  # the encoder's feature dim

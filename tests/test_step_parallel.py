@@ -17,11 +17,9 @@ from fgjax import optim
 from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.methods import moco
-from fgjax.methods import perturb_moco
 from fgjax.methods import perturb_ssl
 from fgjax.methods import registry
 from fgjax.methods import spec
-from fgjax.methods import ssl_common
 
 
 NUM_STEPS = 2
@@ -42,10 +40,11 @@ def _setup():
   # scales the updates, and with them the decoder's rounding-level sign flips that
   # reach the encoder (below), 10x (measured: 3e-4 on a BN bias).
   cfg.optim.base_lr = 0.03
-  nets = ssl_common.build_networks(cfg)
+  perturb_moco = perturb_ssl.wrap(moco.BASE)
+  nets = perturb_moco.networks(cfg)
   tx = optim.joint_optimizer(cfg, 10)
   decoder_tx = optim.decoder_optimizer(cfg)
-  state = moco.create_state(cfg, nets, jax.random.PRNGKey(0), tx, decoder_tx)
+  state = perturb_moco.create_state(cfg, nets, jax.random.PRNGKey(0), tx, decoder_tx)
   data = pipeline.load_splits(cfg)
   batches = pipeline.train_batches(data["train"], global_batch_size=cfg.data.global_batch_size, seed=0)
   return cfg, nets, tx, decoder_tx, state, [batches[i] for i in range(NUM_STEPS + 1)]
@@ -59,7 +58,7 @@ def _run(num_devices, cfg, nets, tx, decoder_tx, state, batches):
 
   @chex.assert_max_traces(n=1)
   def joint(state, batch, rng):
-    return perturb_moco.perturb_moco_step(state, batch, rng, nets=nets, hp=hp, tx=tx)
+    return registry.get("perturb_moco").joint_step(state, batch, rng, nets=nets, hp=hp, tx=tx)
 
   pretrain = parallel.data_parallel(
       functools.partial(perturb_ssl.decoder_pretrain_step, nets=nets, hp=hp, decoder_tx=decoder_tx), mesh, donate_state=False)

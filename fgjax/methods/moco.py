@@ -114,33 +114,26 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
                  decoder_tx: optax.GradientTransformation | None = None) -> common.TrainState:
   """Initial state: online = key network at step 0, a random normalised queue.
 
-  The queue starts as random unit vectors, as in the official code.
+  The queue starts as random unit vectors, as in the official code. MoCo has no
+  memory bank: a 1x1 placeholder keeps the shared state structure (orbax
+  cannot save zero-size arrays; Perturb-SSL's wrapper puts its bank there).
   """
+  del decoder_tx
   s = cfg.data.image_size
-  enc_rng, head_rng, dec_rng, queue_rng = jax.random.split(rng, 4)
+  enc_rng, head_rng, _, queue_rng = jax.random.split(rng, 4)  # the third: Perturb-MoCo's decoder
   dummy = jnp.zeros((2, s, s, 3), jnp.float32)
   enc_vars = nets.encoder.init(enc_rng, dummy, train=False)
   feats = nets.encoder.apply(enc_vars, dummy, train=False)
   head_params = nets.head.init(head_rng, feats)["params"]
   params = {"encoder": enc_vars["params"], "head": head_params}
-  n = feats.shape[-1]
-  if nets.decoder is not None:
-    params["decoder"] = nets.decoder.init(dec_rng, feats)["params"]
-    bank = jnp.zeros((cfg.perturb.bank_size, n), jnp.float32)
-    decoder_opt_state = (decoder_tx.init(params["decoder"]) if decoder_tx is not None else ())
-  else:
-    # Plain MoCo has no memory bank; a 1x1 placeholder keeps one state structure
-    # (orbax cannot save zero-size arrays).
-    bank = jnp.zeros((1, 1), jnp.float32)
-    decoder_opt_state = ()
   queue = losses.l2_normalize(jax.random.normal(queue_rng, (cfg.moco.queue_size, cfg.model.proj_dim)))
   momentum_params = {"encoder": params["encoder"], "head": params["head"]}
   return common.TrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=enc_vars.get("batch_stats", {}),
       momentum_params=jax.tree.map(jnp.copy, momentum_params),
       momentum_batch_stats=jax.tree.map(jnp.copy, enc_vars.get("batch_stats", {})),
-      opt_state=tx.init(params), decoder_opt_state=decoder_opt_state, queue=queue,
-      queue_ptr=jnp.zeros((), jnp.int32), feature_bank=bank,
+      opt_state=tx.init(params), decoder_opt_state=(), queue=queue,
+      queue_ptr=jnp.zeros((), jnp.int32), feature_bank=jnp.zeros((1, 1), jnp.float32),
       bank_ptr=jnp.zeros((), jnp.int32), bank_count=jnp.zeros((), jnp.int32))
 
 
@@ -179,40 +172,57 @@ def query_infonce(params: PyTree, batch_stats: PyTree, views: jax.Array, keys: j
   return jnp.mean(loss), new_stats
 
 
-def moco_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-              nets: common.Networks, hp: common.SSLHParams, tx: optax.GradientTransformation
-              ) -> tuple[common.TrainState, dict[str, jax.Array]]:
-  """One MoCo v2 step, per device.
+def forward(state: common.TrainState, images01: jax.Array, key: jax.Array, *, nets: common.Networks,
+            hp: common.SSLHParams) -> dict[str, Any]:
+  """The gradient-free part of a MoCo v2 step: two views, the EMA update of the key network, the keys.
 
   Args:
-    state: replicated TrainState.
-    batch: ``{'image': uint8 [b, H, W, 3], ...}``, this device's slice.
-    rng: replicated base key; the step folds in ``state.step``.
+    images01: ``[b, H, W, 3]`` this device's images in [0, 1].
+    key: the step's key (split as MoCo v2 always has: views, then the key shuffle).
 
   Returns:
-    ``(new_state, metrics)`` with metrics averaged over devices.
+    ``{'x1', 'keys' [b, k], 'global_keys' [B, k], 'queue', 'momentum_params', 'momentum_stats'}``.
   """
-  rng = jax.random.fold_in(rng, state.step)
-  aug_rng, shuffle_rng = jax.random.split(rng)
-  x1, x2 = common.augmented_views(aug_rng, common.to_float_images(batch["image"]), hp.image_size,
-                                  hp.views)
+  aug_rng, shuffle_rng = jax.random.split(key)
+  x1, x2 = common.augmented_views(aug_rng, images01, hp.image_size, hp.views)
   momentum_params, momentum_stats, keys, global_keys = key_network_forward(
       state, x2, shuffle_rng, nets=nets, hp=hp)
+  return {"x1": x1, "keys": keys, "global_keys": global_keys, "queue": state.queue,
+          "momentum_params": momentum_params, "momentum_stats": momentum_stats}
 
-  def loss_fn(params):
-    loss_c, new_stats = query_infonce(params, state.batch_stats, x1, keys, state.queue, nets=nets, hp=hp)
-    return loss_c, new_stats
 
-  (loss_c, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = common.apply_gradients(state, grads, tx)
-  queue, queue_ptr = queue_lib.enqueue(state.queue, global_keys, state.queue_ptr)
-  new_state = state.replace(
-      step=state.step + 1, params=params, opt_state=opt_state,
-      batch_stats=common.mean_over_devices(new_stats), momentum_params=momentum_params,
-      momentum_batch_stats=common.mean_over_devices(momentum_stats),
-      queue=queue, queue_ptr=queue_ptr)
-  metrics = common.mean_over_devices({"loss": loss_c, "loss_c": loss_c})
-  return new_state, metrics
+def ssl_loss(params: PyTree, batch_stats: PyTree, ctx: dict[str, Any], *, nets: common.Networks,
+             hp: common.SSLHParams) -> common.SSLLoss:
+  """L_C: InfoNCE of the queries of view 1 against their keys and the queue (:func:`query_infonce`)."""
+  loss_c, stats = query_infonce(params, batch_stats, ctx["x1"], ctx["keys"], ctx["queue"], nets=nets, hp=hp)
+  return common.SSLLoss(loss=loss_c, batch_stats=stats)
+
+
+def finish(new_state: common.TrainState, old_state: common.TrainState, ctx: dict[str, Any]
+           ) -> common.TrainState:
+  """After the optimizer step: the key network of this step, and the keys enqueued (the official order)."""
+  queue, queue_ptr = queue_lib.enqueue(old_state.queue, ctx["global_keys"], old_state.queue_ptr)
+  return new_state.replace(momentum_params=ctx["momentum_params"],
+                           momentum_batch_stats=common.mean_over_devices(ctx["momentum_stats"]),
+                           queue=queue, queue_ptr=queue_ptr)
+
+
+def gradcam_loss(params: PyTree, ctx: dict[str, Any], outputs: dict[str, jax.Array], *,
+                 nets: common.Networks, hp: common.SSLHParams):
+  """Perturb-SSL's hook: per-example InfoNCE of ``normalize(g(v))`` against this step's keys and the queue.
+
+  Through the head only, in float32 whatever ``model.dtype`` (same parameters,
+  no gradient into them): ``v [b, n] -> [b]``.
+  """
+  del outputs
+  head = nets.head.clone(dtype=jnp.float32)
+  head_params = jax.lax.stop_gradient(params["head"])
+
+  def per_example_loss(v):
+    z = losses.l2_normalize(head.apply({"params": head_params}, v))
+    return losses.infonce_with_queue(query=z, key=ctx["keys"], queue=ctx["queue"],
+                                     temperature=hp.moco.temperature)
+  return per_example_loss
 
 
 def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
@@ -232,3 +242,11 @@ def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_colle
     q = losses.l2_normalize(nets.head.apply({"params": state.params["head"]}, v))
     return losses.infonce_with_queue(query=q, key=keys, queue=state.queue, temperature=cfg.moco.temperature)
   return loss, keys
+
+
+# MoCo v2 as hooks: its step (``common.ssl_step``) and Perturb-MoCo's (``perturb_ssl.wrap``) are built from them.
+BASE = common.Base(name="moco", blocks=(BLOCK,), networks=common.contrastive_networks, create_state=create_state,
+                   hparams=hparams, forward=forward, ssl_loss=ssl_loss, finish=finish, gradcam_loss=gradcam_loss,
+                   pair_loss=common.head_pair_loss, features_loss=features_loss,
+                   decoder_key=lambda rng: jax.random.split(rng, 4)[2])
+moco_step = common.ssl_step(BASE)

@@ -1,11 +1,14 @@
-"""Perturb-SSL (seed method P), the parts both SSL bases share: config block, memory bank,
+"""Perturb-SSL (seed method P) as a plug-in for any SSL base: :func:`wrap` turns a base's hooks
+(``fgjax.methods.ssl_common.Base``) into Perturb-<base>: config block, decoder, memory bank,
 perturbation and reconstruction (steps 5-7), the reconstructions' encodings, decoder pre-training.
 
 Step and equation numbers are those of docs/perturb_ssl.md ("what exactly is
 computed": eight steps) and of the paper (Wang et al., "On Learning
 Discriminative Features from Synthesized Data for Self-Supervised Fine-Grained
-Visual Recognition"). The bases add steps 1-4 and 8: ``perturb_moco``,
-``perturb_simsiam``.
+Visual Recognition"), whose Fig. 1a incorporates the method "into various
+existing SSL methods". The base gives steps 1-3 (its views, its target network,
+L_C), the loss whose Grad-CAM scores step 4 takes and the form of step 8's pair
+loss; everything else is here and the same for every base.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from fgjax.config.fields import require_positive
 from fgjax.data import augment
 from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import ssl_common as common
+from fgjax.models import decoder as decoder_lib
+from fgjax.models import encoders
 from fgjax.ops import gradcam as gradcam_lib
 from fgjax.ops import losses
 from fgjax.ops import perturb as perturb_lib
@@ -365,3 +370,123 @@ def decoder_pretrain_step(state: common.TrainState, batch: dict[str, jax.Array],
   new_state = state.replace(step=state.step + 1, params=params, decoder_opt_state=dec_opt_state,
                             feature_bank=bank, bank_ptr=bank_ptr, bank_count=bank_count)
   return new_state, common.mean_over_devices({"loss": loss_r, "loss_r": loss_r})
+
+
+# --- The wrapper: Perturb-<base> from a base's hooks.
+
+# The hooks a base must have to be wrapped, and what each is (``ssl_common.Base``).
+HOOKS = {
+    "gradcam_loss": "its SSL loss as a function of pooled features v, for Eq. 3's Grad-CAM scores",
+    "pair_loss": "the form of Eq. 7's pair loss on the encodings of x_hat and x_hat_p",
+}
+_DECODER_STREAM = 0xDEC0  # the decoder's initialisation key, folded out of the run's init key
+
+
+def networks_with_decoder(base_networks):
+  """``cfg -> Networks``: the base's networks and the decoder h (Sec. 3.2) sized by ``model.decoder_*``."""
+  def networks(cfg: ml_collections.ConfigDict) -> common.Networks:
+    m = cfg.model
+    decoder = decoder_lib.Decoder(image_size=cfg.data.image_size, base_channels=m.decoder_channels,
+                                  num_upsamples=m.decoder_upsamples, dtype=jnp.dtype(m.dtype))
+    return dataclasses.replace(base_networks(cfg), decoder=decoder)
+  return networks
+
+
+def state_with_decoder(base_create_state, decoder_key=None):
+  """``create_state`` of Perturb-<base>: the base's state plus the decoder, its optimizer state and the bank M.
+
+  The base's own parameters come from the same key as in the base's run (a
+  seed starts both runs of a pair from the same encoder); the decoder's from
+  ``decoder_key(rng)`` (``Base.decoder_key``) or else a stream of its own. The
+  joint optimizer's state covers the decoder too.
+  """
+  if decoder_key is None:
+    decoder_key = lambda rng: jax.random.fold_in(rng, _DECODER_STREAM)  # noqa: E731
+  def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
+                   tx: optax.GradientTransformation, decoder_tx: optax.GradientTransformation | None = None
+                   ) -> common.TrainState:
+    state = base_create_state(cfg, nets, rng, tx)
+    n = encoders.feature_dim(cfg.model)
+    decoder_params = nets.decoder.init(decoder_key(rng), jnp.zeros((2, n), jnp.float32))["params"]
+    params = {**state.params, "decoder": decoder_params}
+    return state.replace(params=params, opt_state=tx.init(params),
+                         decoder_opt_state=decoder_tx.init(decoder_params) if decoder_tx is not None else (),
+                         feature_bank=jnp.zeros((cfg.perturb.bank_size, n), jnp.float32))
+  return create_state
+
+
+def perturb_step(base: common.Base):
+  """The joint Perturb-<base> step, per device: ``L = L_C + alpha L_R + nu L_Cp`` (Eq. 8).
+
+  Returns ``(state, batch, rng, *, nets, hp, tx) -> (new_state, metrics)``; the
+  metrics are device means of each loss term, the pair task's top-1 and the
+  perturbation statistics. The base's views and target network are its own at
+  the same joint step (:func:`step_keys`): a Perturb run and its base with the
+  same seed are paired.
+  """
+  finish = base.finish or common.no_finish
+
+  def step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, nets: common.Networks,
+           hp: common.SSLHParams, tx: optax.GradientTransformation
+           ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+    base_key, noise_rng, pair_shuffle_rng, pair_augment_rng = step_keys(rng, state, hp)
+    x01 = common.to_float_images(batch["image"])
+    x = augment.normalize(common.clean_view(x01, hp.image_size))  # non-augmented (L_R target, Grad-CAM, bank)
+    # Steps 1-2: the base's views and gradient-free part (MoCo: EMA update, keys with shuffle-BN).
+    ctx = base.forward(state, x01, base_key, nets=nets, hp=hp)
+    ph = hp.perturb
+    noise_keys = common.example_keys(noise_rng, x.shape[0])
+
+    def loss_fn(params):
+      # Step 3: L_C, the base's SSL loss.
+      out = base.ssl_loss(params, state.batch_stats, ctx, nets=nets, hp=hp)
+      # Step 4: v = f(x), Grad-CAM scores of the base's loss of v (Eq. 3).
+      v, stats = common.encode(nets.encoder, params["encoder"], out.batch_stats, x, groups=hp.local_bn_groups)
+      per_example_loss = base.gradcam_loss(params, ctx, out.outputs, nets=nets, hp=hp)
+      eta = gradcam_scores(per_example_loss, lax.stop_gradient(v), sign=ph.gradcam_sign)
+      # Steps 5-7: bank, v_p, one decoder pass, L_R.
+      x_hat, x_hat_p, loss_r, bank_state, aux = perturb_and_reconstruct(state, params, v, eta, x, noise_keys,
+                                                                        nets=nets, hp=hp)
+      # Step 8: L_Cp (Eq. 7) in the base's form on the generated pairs, their BatchNorm groups shuffled.
+      if ph.pair_loss:
+        f_hat, f_hat_p = pair_features(nets.encoder, params["encoder"], stats, x_hat, x_hat_p,
+                                       pair_shuffle_rng, pair_augment_rng, hp=hp)
+        loss_cp, pair_top1 = base.pair_loss(params, f_hat, f_hat_p, nets=nets, hp=hp)
+      else:
+        loss_cp = pair_top1 = jnp.zeros((), jnp.float32)
+      total = out.loss + ph.alpha * loss_r + ph.nu * loss_cp
+      return total, (stats, bank_state, loss_terms(total, out.loss, loss_r, loss_cp, pair_top1, aux))
+
+    (_, (new_stats, bank_state, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    params, opt_state = common.apply_gradients(state, grads, tx)
+    bank, bank_ptr, bank_count = bank_state
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              batch_stats=common.mean_over_devices(new_stats), feature_bank=bank,
+                              bank_ptr=bank_ptr, bank_count=bank_count)
+    return finish(new_state, state, ctx), common.mean_over_devices(terms)
+  return step
+
+
+def wrap(base: common.Base) -> common.Base:
+  """Perturb-<base>: ``base`` with Perturb-SSL's decoder, bank, perturbation and pair loss (Eq. 8).
+
+  The result is a ``Base`` named ``perturb_<name>`` with the base's config
+  blocks plus ``perturb``, the base's networks plus the decoder, decoder
+  pre-training before the joint phase, and :func:`perturb_step` as its step.
+
+  Raises:
+    TypeError: ``base`` lacks one of :data:`HOOKS` (one line naming it), or is
+      already a Perturb-SSL method.
+  """
+  if base.has_decoder:
+    raise TypeError(f"perturb_ssl.wrap: '{base.name}' already has a decoder (it is a Perturb-SSL method)")
+  for hook, what in HOOKS.items():
+    if getattr(base, hook) is None:
+      raise TypeError(f"perturb_ssl.wrap: the base '{base.name}' has no '{hook}' hook ({what}; "
+                      f"fgjax.methods.ssl_common.Base)")
+  return dataclasses.replace(
+      base, name=f"perturb_{base.name}", blocks=(*base.blocks, BLOCK),
+      networks=networks_with_decoder(base.networks),
+      create_state=state_with_decoder(base.create_state, base.decoder_key),
+      hparams=with_perturbation(base.hparams), joint_step=perturb_step(base),
+      pretrain_step=decoder_pretrain_step, pretrain_steps=pretrain_steps, has_decoder=True)

@@ -23,9 +23,8 @@ from fgjax.config import supervised as supervised_config
 from fgjax.config import upgrade
 from fgjax.errors import ConfigError
 from fgjax.methods import base_indi
+from fgjax.methods import byol
 from fgjax.methods import moco
-from fgjax.methods import perturb_moco
-from fgjax.methods import perturb_simsiam
 from fgjax.methods import perturb_ssl
 from fgjax.methods import simclr
 from fgjax.methods import simsiam
@@ -40,12 +39,16 @@ Setup = spec.Setup
 FrozenModel = spec.FrozenModel
 
 
-def _ssl(name: str, blocks: tuple[ssl_config.Block, ...], **fields: Any) -> spec.Method:
-  """An SSL method: the shared SSL schema plus ``blocks``."""
+def _ssl(base: ssl_common.Base) -> spec.Method:
+  """An SSL method from its hooks (``ssl_common.Base``): the shared SSL schema plus the base's blocks."""
+  blocks = base.blocks
   return spec.Method(
-      name=name, docs="perturb_ssl", config=functools.partial(ssl_config.ssl_config, name, blocks),
-      presets=ssl_config.preset_names(blocks), validate=functools.partial(ssl_config.validate, blocks=blocks), benchmark=True,
-      with_encoder=ssl_common.with_encoder, **fields)
+      name=base.name, docs="perturb_ssl", config=functools.partial(ssl_config.ssl_config, base.name, blocks),
+      presets=ssl_config.preset_names(blocks), validate=functools.partial(ssl_config.validate, blocks=blocks),
+      setup=ssl_common.make_setup(base.create_state, base.networks), hparams=base.hparams,
+      joint_step=base.step(), pretrain_step=base.pretrain_step, pretrain_steps=base.pretrain_steps,
+      features_loss=base.features_loss, has_decoder=base.has_decoder, benchmark=True,
+      with_encoder=ssl_common.with_encoder)
 
 
 def _base_indi(name: str) -> spec.Method:
@@ -72,23 +75,11 @@ def _class_attentive() -> spec.Method:
                      presets=tuple(ca_config._PRESET_FNS), validate=lambda cfg, **_: ca_config.validate(cfg), run=class_attentive.train_and_evaluate)
 
 
-_PERTURB = dict(pretrain_step=perturb_ssl.decoder_pretrain_step, pretrain_steps=perturb_ssl.pretrain_steps,
-                has_decoder=True)
+# Every SSL base, and Perturb-SSL wrapped around each (the paper's Fig. 1a: a plug-in for any SSL method).
+_SSL_BASES = (moco.BASE, simsiam.BASE, simclr.BASE, byol.BASE)
 
 METHODS: dict[str, spec.Method] = {m.name: m for m in (
-    _ssl("moco", (moco.BLOCK,), setup=ssl_common.make_setup(moco.create_state), hparams=moco.hparams,
-         joint_step=moco.moco_step, features_loss=moco.features_loss),
-    _ssl("perturb_moco", (moco.BLOCK, perturb_ssl.BLOCK), setup=ssl_common.make_setup(moco.create_state),
-         hparams=perturb_ssl.with_perturbation(moco.hparams), joint_step=perturb_moco.perturb_moco_step,
-         features_loss=moco.features_loss, gradcam_scores=perturb_moco.picture_scores, **_PERTURB),
-    _ssl("simsiam", (simsiam.BLOCK,), setup=ssl_common.make_setup(simsiam.create_state),
-         hparams=simsiam.hparams, joint_step=simsiam.simsiam_step, features_loss=simsiam.features_loss),
-    _ssl("perturb_simsiam", (simsiam.BLOCK, perturb_ssl.BLOCK),
-         setup=ssl_common.make_setup(simsiam.create_state), hparams=perturb_ssl.with_perturbation(simsiam.hparams),
-         joint_step=perturb_simsiam.perturb_simsiam_step, features_loss=simsiam.features_loss,
-         gradcam_scores=perturb_simsiam.picture_scores, **_PERTURB),
-    _ssl("simclr", (simclr.BLOCK,), setup=ssl_common.make_setup(simclr.create_state), hparams=simclr.hparams,
-         joint_step=simclr.simclr_step),
+    *(method for base in _SSL_BASES for method in (_ssl(base), _ssl(perturb_ssl.wrap(base)))),
     *(_base_indi(name) for name in supervised_config.BASE_INDI_METHODS),
     *(_hcl(name) for name in supervised_config.HCL_METHODS),
     _class_attentive(),

@@ -8,7 +8,9 @@ views of the *global* batch (all-gathered over devices) are the negatives.
 No momentum network, no queue: the batch is the negative set.
 
 Everything SimCLR needs beyond the shared SSL machinery is in this file: its
-config block (``simclr``), its step's settings, its initial state and its step.
+config block (``simclr``), its step's settings, its initial state and its loss,
+as the hooks of an SSL base (``ssl_common.Base``): :data:`BASE` gives its step
+and, wrapped by ``perturb_ssl.wrap``, Perturb-SimCLR's.
 """
 
 from __future__ import annotations
@@ -86,30 +88,63 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
       queue_ptr=zero, feature_bank=unused, bank_ptr=zero, bank_count=zero)
 
 
-def simclr_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-                nets: common.Networks, hp: HParams, tx: optax.GradientTransformation
-                ) -> tuple[common.TrainState, dict[str, jax.Array]]:
-  """One SimCLR step, per device: two views, NT-Xent over the global batch, SGD.
-
-  Each device computes the loss of its own ``b`` pairs against all ``2B``
-  embeddings, so the mean over devices is the loss of the global batch on any
-  device count.
-  """
-  rng = jax.random.fold_in(rng, state.step)
-  x1, x2 = common.augmented_views(rng, common.to_float_images(batch["image"]), hp.image_size, hp.views)
+def ssl_loss(params: Any, batch_stats: Any, ctx: dict[str, jax.Array], *, nets: common.Networks, hp: HParams
+             ) -> common.SSLLoss:
+  """NT-Xent of this device's ``b`` pairs against all ``2B`` embeddings of the global batch, so that the mean
+  over devices is the loss of the global batch on any device count. ``outputs``: ``{'z_all' [2B, k]}``, the
+  global batch's normalised embeddings, view 1 then view 2 (the Grad-CAM loss's candidates)."""
+  x1, x2 = ctx["x1"], ctx["x2"]
   b, groups = x1.shape[0], hp.local_bn_groups
+  f1, stats = common.encode(nets.encoder, params["encoder"], batch_stats, x1, groups=groups)
+  f2, stats = common.encode(nets.encoder, params["encoder"], stats, x2, groups=groups)
+  z1 = losses.l2_normalize(nets.head.apply({"params": params["head"]}, f1))
+  z2 = losses.l2_normalize(nets.head.apply({"params": params["head"]}, f2))
+  z1_all, z2_all = lax.all_gather(z1, DATA_AXIS, tiled=True), lax.all_gather(z2, DATA_AXIS, tiled=True)
+  per_pair = losses.nt_xent(z_a=z1_all, z_b=z2_all, temperature=hp.temperature)
+  loss = jnp.mean(lax.dynamic_slice_in_dim(per_pair, lax.axis_index(DATA_AXIS) * b, b))
+  return common.SSLLoss(loss=loss, batch_stats=stats, outputs={"z_all": jnp.concatenate([z1_all, z2_all])})
 
-  def loss_fn(params):
-    f1, stats = common.encode(nets.encoder, params["encoder"], state.batch_stats, x1, groups=groups)
-    f2, stats = common.encode(nets.encoder, params["encoder"], stats, x2, groups=groups)
-    z1 = losses.l2_normalize(nets.head.apply({"params": params["head"]}, f1))
-    z2 = losses.l2_normalize(nets.head.apply({"params": params["head"]}, f2))
-    per_pair = losses.nt_xent(z_a=lax.all_gather(z1, DATA_AXIS, tiled=True),
-                              z_b=lax.all_gather(z2, DATA_AXIS, tiled=True), temperature=hp.temperature)
-    return jnp.mean(lax.dynamic_slice_in_dim(per_pair, lax.axis_index(DATA_AXIS) * b, b)), stats
 
-  (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = common.apply_gradients(state, grads, tx)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=common.mean_over_devices(new_stats))
-  return new_state, common.mean_over_devices({"loss": loss, "loss_c": loss})
+def gradcam_loss(params: Any, ctx: dict[str, jax.Array], outputs: dict[str, jax.Array], *,
+                 nets: common.Networks, hp: HParams):
+  """Perturb-SSL's hook: NT-Xent with the clean image's ``z = normalize(g(v))`` as the anchor in place of view
+  1: positive its view 2, negatives both views of every other image of the global batch (no gradient into
+  them or the head; float32 head). ``v [b, n] -> [b]``."""
+  del ctx
+  head = nets.head.clone(dtype=jnp.float32)
+  head_params = lax.stop_gradient(params["head"])
+  candidates = lax.stop_gradient(outputs["z_all"])  # [2B, k]
+  big_b = candidates.shape[0] // 2
+
+  def per_example_loss(v):
+    b = v.shape[0]
+    own = lax.axis_index(DATA_AXIS) * b + jnp.arange(b)  # global positions of this device's images
+    z = losses.l2_normalize(head.apply({"params": head_params}, v))
+    logits = z @ candidates.T / hp.temperature  # [b, 2B]
+    logits = jnp.where(jnp.arange(2 * big_b)[None, :] == own[:, None], -jnp.inf, logits)  # not its view 1
+    return jax.nn.logsumexp(logits, axis=-1) - logits[jnp.arange(b), big_b + own]
+  return per_example_loss
+
+
+def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+                  x_pos: jax.Array):
+  """``(loss(v) [N, n] -> [N], z_pos [N, k])``: the SSL loss of a trained state as a function of pooled
+  features (Grad-CAM pictures): InfoNCE of ``normalize(g(v))`` with its positive ``normalize(g(f(x_pos)))``
+  (eval-mode BN) against the other images' positives; float32 head."""
+  head = nets.head.clone(dtype=jnp.float32)
+  params = state.params
+  f_pos = nets.encoder.apply({"params": params["encoder"], "batch_stats": state.batch_stats}, x_pos, train=False)
+  z_pos = lax.stop_gradient(losses.l2_normalize(head.apply({"params": params["head"]}, f_pos)))
+
+  def loss(v):
+    logits = losses.l2_normalize(head.apply({"params": params["head"]}, v)) @ z_pos.T / cfg.simclr.temperature
+    return jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits)
+  return loss, z_pos
+
+
+# SimCLR as hooks: its step (``common.ssl_step``) and Perturb-SimCLR's (``perturb_ssl.wrap``).
+BASE = common.Base(name="simclr", blocks=(BLOCK,), networks=common.contrastive_networks,
+                   create_state=create_state, hparams=hparams, forward=common.two_views, ssl_loss=ssl_loss,
+                   gradcam_loss=gradcam_loss, pair_loss=common.head_pair_loss,
+                   features_loss=features_loss)
+simclr_step = common.ssl_step(BASE)

@@ -7,6 +7,9 @@ synchronised over the data axis (SimSiam's SyncBN); their running statistics
 are never used (evaluation reads the encoder), so they are not kept in the
 state. No momentum network and no queue: those TrainState fields hold empty
 placeholders, so one state structure serves every SSL method.
+
+SimSiam is written as hooks (``ssl_common.Base``): :data:`BASE` gives its step and,
+wrapped by ``perturb_ssl.wrap``, Perturb-SimSiam's.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax import lax
 
 from fgjax.config import ssl as ssl_config
 from fgjax.config.fields import require
+from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import ssl_common as common
+from fgjax.models import encoders
+from fgjax.models import heads as heads_lib
 from fgjax.ops import losses
 
 
@@ -72,12 +79,27 @@ def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> com
   return common.base_hparams(cfg, num_devices)
 
 
+def networks(cfg: ml_collections.ConfigDict) -> common.Networks:
+  """Encoder f, the 3-layer projector g and the bottleneck predictor h.
+
+  BatchNorm of projector and predictor synchronised over the data axis (SimSiam
+  uses SyncBN): statistics of the global batch, whatever the device count.
+  """
+  ss, dtype = cfg.simsiam, jnp.dtype(cfg.model.dtype)
+  head = heads_lib.SimSiamProjector(hidden_dim=ss.proj_dim, out_dim=ss.proj_dim, dtype=dtype,
+                                    bn_axis_name=DATA_AXIS)
+  predictor = heads_lib.SimSiamPredictor(hidden_dim=ss.pred_hidden_dim, out_dim=ss.proj_dim, dtype=dtype,
+                                         bn_axis_name=DATA_AXIS)
+  return common.Networks(encoder=encoders.build(cfg.model), head=head, predictor=predictor)
+
+
 def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
                  tx: optax.GradientTransformation,
                  decoder_tx: optax.GradientTransformation | None = None) -> common.TrainState:
-  """Initial state: ``params = {'encoder', 'head' (projector), 'predictor'[, 'decoder']}``."""
+  """Initial state: ``params = {'encoder', 'head' (projector), 'predictor'}``."""
+  del decoder_tx
   s = cfg.data.image_size
-  enc_rng, head_rng, pred_rng, dec_rng = jax.random.split(rng, 4)
+  enc_rng, head_rng, pred_rng, _ = jax.random.split(rng, 4)  # the fourth: Perturb-SimSiam's decoder
   dummy = jnp.zeros((2, s, s, 3), jnp.float32)
   enc_vars = nets.encoder.init(enc_rng, dummy, train=False)
   feats = nets.encoder.apply(enc_vars, dummy, train=False)
@@ -88,19 +110,11 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
   z = head.apply({"params": head_params}, feats, train=True, mutable=["batch_stats"])[0]
   params = {"encoder": enc_vars["params"], "head": head_params,
             "predictor": predictor.init(pred_rng, z, train=False)["params"]}
-  if nets.decoder is not None:
-    params["decoder"] = nets.decoder.init(dec_rng, feats)["params"]
-    bank = jnp.zeros((cfg.perturb.bank_size, feats.shape[-1]), jnp.float32)
-    decoder_opt_state = decoder_tx.init(params["decoder"]) if decoder_tx is not None else ()
-  else:
-    bank = jnp.zeros((1, 1), jnp.float32)  # unused placeholder (orbax saves no zero-size arrays)
-    decoder_opt_state = ()
-  zero = jnp.zeros((), jnp.int32)
+  zero, unused = jnp.zeros((), jnp.int32), jnp.zeros((1, 1), jnp.float32)  # (orbax saves no empty arrays)
   return common.TrainState(
       step=zero, params=params, batch_stats=enc_vars.get("batch_stats", {}), momentum_params={},
-      momentum_batch_stats={}, opt_state=tx.init(params), decoder_opt_state=decoder_opt_state,
-      queue=jnp.zeros((1, 1), jnp.float32), queue_ptr=zero, feature_bank=bank, bank_ptr=zero,
-      bank_count=zero)
+      momentum_batch_stats={}, opt_state=tx.init(params), decoder_opt_state=(), queue=unused,
+      queue_ptr=zero, feature_bank=unused, bank_ptr=zero, bank_count=zero)
 
 
 def project_and_predict(nets: common.Networks, params: PyTree, features: jax.Array
@@ -123,29 +137,48 @@ def pair_loss(nets: common.Networks, params: PyTree, features_a: jax.Array, feat
   return losses.simsiam_loss(p1=p_a, z2=z_b, p2=p_b, z1=z_a), z_a, z_b
 
 
-def simsiam_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-                 nets: common.Networks, hp: common.SSLHParams, tx: optax.GradientTransformation
-                 ) -> tuple[common.TrainState, dict[str, jax.Array]]:
-  """One SimSiam step, per device: two aug+ views, the symmetric loss, SGD.
-
-  Both views pass the encoder as separate batches (per-group BN statistics, as
-  two forward calls in the official code).
-  """
-  rng = jax.random.fold_in(rng, state.step)
-  x1, x2 = common.augmented_views(rng, common.to_float_images(batch["image"]), hp.image_size,
-                                  hp.views)
+def ssl_loss(params: PyTree, batch_stats: PyTree, ctx: dict[str, jax.Array], *, nets: common.Networks,
+             hp: common.SSLHParams) -> common.SSLLoss:
+  """The symmetric SimSiam loss of the two views; both pass the encoder as separate batches (per-group BN
+  statistics, as two forward calls in the official code). ``outputs``: ``{'z2'}``, view 2's projection."""
   groups = hp.local_bn_groups
+  f1, stats = common.encode(nets.encoder, params["encoder"], batch_stats, ctx["x1"], groups=groups)
+  f2, stats = common.encode(nets.encoder, params["encoder"], stats, ctx["x2"], groups=groups)
+  z1, p1 = project_and_predict(nets, params, f1)
+  z2, p2 = project_and_predict(nets, params, f2)
+  loss = jnp.mean(losses.simsiam_loss(p1=p1, z2=z2, p2=p2, z1=z1))
+  return common.SSLLoss(loss=loss, batch_stats=stats, outputs={"z2": z2})
 
-  def loss_fn(params):
-    f1, stats = common.encode(nets.encoder, params["encoder"], state.batch_stats, x1, groups=groups)
-    f2, stats = common.encode(nets.encoder, params["encoder"], stats, x2, groups=groups)
-    return jnp.mean(pair_loss(nets, params, f1, f2)[0]), stats
 
-  (loss_c, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = common.apply_gradients(state, grads, tx)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=common.mean_over_devices(new_stats))
-  return new_state, common.mean_over_devices({"loss": loss_c, "loss_c": loss_c})
+def gradcam_loss(params: PyTree, ctx: dict[str, jax.Array], outputs: dict[str, jax.Array], *,
+                 nets: common.Networks, hp: common.SSLHParams):
+  """Perturb-SSL's hook: ``L(v) = D(h(g(v)), sg(z2))`` per example, the clean image's prediction against
+  view 2's projection (the symmetric term ``D(p2, sg(g(v)))`` has no gradient in v).
+
+  Projector and predictor in float32 whatever ``model.dtype`` (same
+  parameters, no gradient into them): ``v [b, n] -> [b]``.
+  """
+  del ctx, hp
+  nets = common.float32_heads(nets)
+  params = lax.stop_gradient(params)
+  target = lax.stop_gradient(outputs["z2"])
+
+  def per_example_loss(v):
+    _, p = project_and_predict(nets, params, v)
+    return losses.simsiam_loss(p1=p, z2=target, p2=p, z1=target)  # = D(p, sg(z2)) per example
+  return per_example_loss
+
+
+def pair_loss_hook(params: PyTree, f_a: jax.Array, f_b: jax.Array, *, nets: common.Networks,
+                   hp: common.SSLHParams) -> tuple[jax.Array, jax.Array]:
+  """Perturb-SSL's hook, Eq. 7 in SimSiam form: the symmetric SimSiam loss between ``f_a`` and ``f_b``
+  (SimSiam has no negatives, so no NT-Xent). Returns ``(this device's mean, the global pair top-1 of the
+  projections)``; the top-1 only reports how recognisable the pairs are."""
+  del hp
+  per_example, z_a, z_b = pair_loss(nets, params, f_a, f_b)
+  top1 = losses.pair_top1_accuracy(lax.all_gather(z_a, DATA_AXIS, tiled=True),
+                                   lax.all_gather(z_b, DATA_AXIS, tiled=True))
+  return jnp.mean(per_example), top1
 
 
 def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
@@ -167,3 +200,11 @@ def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_colle
     _, p = project_and_predict(nets, params, v)
     return losses.simsiam_loss(p1=p, z2=z_pos, p2=p, z1=z_pos)
   return loss, z_pos
+
+
+# SimSiam as hooks: its step (``common.ssl_step``) and Perturb-SimSiam's (``perturb_ssl.wrap``).
+BASE = common.Base(name="simsiam", blocks=(BLOCK,), networks=networks, create_state=create_state,
+                   hparams=hparams, forward=common.two_views, ssl_loss=ssl_loss, gradcam_loss=gradcam_loss,
+                   pair_loss=pair_loss_hook, features_loss=features_loss,
+                   decoder_key=lambda rng: jax.random.split(rng, 4)[3])
+simsiam_step = common.ssl_step(BASE)

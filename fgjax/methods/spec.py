@@ -98,8 +98,6 @@ class Method:
       model's own super-class head (evaluated as a classifier).
     features_loss: ``(nets, state, cfg, x_pos) -> (loss(v) -> [N], targets)``:
       the SSL loss as a function of pooled features (Grad-CAM pictures), or None.
-    gradcam_scores: ``(nets, state, cfg, v, targets) -> eta [N, n]``, Eq. 3's
-      scores of a Perturb-SSL method (the generated-pairs picture), or None.
     needs_train_source: the heads are sized by the opened training split.
     has_decoder: a decoder reconstructs images from features (Perturb-SSL).
     run: ``(cfg, workdir) -> None``, a method with its own loop (no image
@@ -121,7 +119,6 @@ class Method:
   pretrain_steps: Callable[[ConfigDict], int] = no_pretraining
   super_logits: Callable[..., Any] | None = None
   features_loss: Callable[..., Any] | None = None
-  gradcam_scores: Callable[..., Any] | None = None
   needs_train_source: bool = False
   has_decoder: bool = False
   run: Callable[[ConfigDict, str], None] | None = None

@@ -22,7 +22,6 @@ from fgjax.config import blocks as config_blocks
 from fgjax.data import augment
 from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import spec
-from fgjax.models import decoder as decoder_lib
 from fgjax.models import heads as heads_lib
 from fgjax.models import encoders
 from fgjax.ops import losses
@@ -45,34 +44,17 @@ class Networks:
   predictor: nn.Module | None = None
 
 
-def build_networks(cfg: ml_collections.ConfigDict) -> Networks:
-  """Encoder f, the base's head (and SimSiam's predictor) and Perturb-SSL's decoder h.
+def contrastive_networks(cfg: ml_collections.ConfigDict) -> Networks:
+  """Encoder f and MoCo v2's projection head g (no BN; MoCo, SimCLR): the networks of a contrastive base.
 
-  Which networks a method has follows from its config blocks (the blocks are
-  the method's, ``fgjax.methods.registry``): ``simsiam`` -> projector and
-  predictor, else MoCo's projection head; ``perturb`` -> the decoder.
+  A base with other heads builds its own (``simsiam.networks``, ``byol.networks``);
+  Perturb-SSL adds its decoder to whatever the base built (``perturb_ssl.wrap``).
   """
   m = cfg.model
-  dtype = jnp.dtype(m.dtype)
-  encoder = encoders.build(m)
   n = encoders.feature_dim(m)
-  predictor = None
-  if "simsiam" in cfg:
-    # BatchNorm of projector and predictor synchronised over the data axis (SimSiam
-    # uses SyncBN): statistics of the global batch, whatever the device count.
-    ss = cfg.simsiam
-    head = heads_lib.SimSiamProjector(hidden_dim=ss.proj_dim, out_dim=ss.proj_dim, dtype=dtype,
-                                      bn_axis_name=DATA_AXIS)
-    predictor = heads_lib.SimSiamPredictor(hidden_dim=ss.pred_hidden_dim, out_dim=ss.proj_dim,
-                                           dtype=dtype, bn_axis_name=DATA_AXIS)
-  else:
-    head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim, dtype=dtype)
-  decoder = None
-  if "perturb" in cfg:
-    decoder = decoder_lib.Decoder(
-        image_size=cfg.data.image_size, base_channels=m.decoder_channels,
-        num_upsamples=m.decoder_upsamples, dtype=dtype)
-  return Networks(encoder=encoder, head=head, decoder=decoder, predictor=predictor)
+  head = heads_lib.ProjectionHead(hidden_dims=(m.head_hidden_dim or n,), out_dim=m.proj_dim,
+                                  dtype=jnp.dtype(m.dtype))
+  return Networks(encoder=encoders.build(m), head=head)
 
 
 def without_sync_bn(nets: Networks) -> Networks:
@@ -349,8 +331,9 @@ def with_encoder(state: TrainState, place: Any) -> TrainState:
   return state
 
 
-def make_setup(create_state):
-  """The ``setup`` of an SSL method whose initial state is ``create_state(cfg, nets, rng, tx, decoder_tx)``.
+def make_setup(create_state, networks=contrastive_networks):
+  """The ``setup`` of an SSL method with networks ``networks(cfg)`` and initial state
+  ``create_state(cfg, nets, rng, tx, decoder_tx)``.
 
   ``num_train`` (the opened training split's size) sets the schedule's length
   for data whose size the config cannot know (image folders); the state's
@@ -359,7 +342,7 @@ def make_setup(create_state):
   def setup(cfg: ml_collections.ConfigDict, num_train: int | None = None, *, train_source: Any = None
             ) -> spec.Setup:
     del train_source  # SSL networks do not depend on the labels
-    nets = build_networks(cfg)
+    nets = networks(cfg)
     if num_train is None:
       num_train = config_blocks.num_train_examples(cfg) or cfg.data.global_batch_size
     joint_steps = config_blocks.total_train_steps(cfg, num_train)
@@ -368,3 +351,148 @@ def make_setup(create_state):
     init_state = functools.partial(create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx)
     return spec.Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state, joint_steps=joint_steps)
   return setup
+
+
+# --- An SSL base as hooks: its own step and Perturb-SSL's step (``perturb_ssl.wrap``) are built from them.
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLLoss:
+  """What a base's ``ssl_loss`` hook returns (inside the gradient).
+
+  Attributes:
+    loss: scalar, this device's mean SSL loss L_C.
+    batch_stats: the online encoder's BatchNorm statistics after the passes.
+    outputs: whatever the base's ``gradcam_loss`` hook needs of this pass (e.g.
+      SimSiam's projection of view 2), a dict of arrays.
+  """
+  loss: jax.Array
+  batch_stats: PyTree
+  outputs: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+  """An SSL method written as hooks, so that Perturb-SSL can wrap it (``perturb_ssl.wrap``).
+
+  The base's own step (:func:`ssl_step`) is ``forward`` (no gradient: the views,
+  a target network), ``ssl_loss`` under ``jax.value_and_grad``, one optimizer
+  step, then ``finish`` (queue, target network). Perturb-SSL adds its terms
+  between them and needs two more hooks, which a base without them simply
+  cannot be wrapped by:
+
+  * ``gradcam_loss(params, ctx, outputs, *, nets, hp) -> loss(v)``: the SSL
+    loss as a function of pooled features ``v [b, n] -> [b]``, the loss whose
+    Grad-CAM scores Eq. 3 takes (no gradient into the networks);
+  * ``pair_loss(params, f_a, f_b, *, nets, hp) -> (loss, top1)``: Eq. 7's pair
+    term between two batches of encodings ``[b, n]`` (NT-Xent for a contrastive
+    base, :func:`nt_xent_pairs`; the base's own loss for SimSiam and BYOL), this
+    device's mean and the global pair top-1.
+
+  Attributes:
+    name: ``cfg.method``.
+    blocks: the method's config blocks (``fgjax.config.ssl.Block``).
+    networks: ``cfg -> Networks``.
+    create_state: ``(cfg, nets, rng, tx, decoder_tx=None) -> TrainState``.
+    hparams: ``(cfg, setup, num_devices) -> SSLHParams``.
+    forward: ``(state, images01 [b, H, W, 3], key, *, nets, hp) -> ctx`` (a dict).
+    ssl_loss: ``(params, batch_stats, ctx, *, nets, hp) -> SSLLoss``.
+    finish: ``(new_state, old_state, ctx) -> state`` after the optimizer step.
+    gradcam_loss, pair_loss: Perturb-SSL's hooks (above), or None.
+    features_loss: the SSL loss of a trained state as a function of pooled
+      features (pictures; ``spec.Method.features_loss``), or None.
+    joint_step: the step; None: :func:`ssl_step` of these hooks.
+    pretrain_step, pretrain_steps, has_decoder: as ``spec.Method``'s (Perturb-SSL's).
+    decoder_key: ``init rng -> key`` of Perturb-SSL's decoder, for a base whose
+      runs drew it before the wrapper existed (MoCo, SimSiam: their Perturb
+      runs reproduce bit for bit); None: a stream of its own.
+  """
+  name: str
+  blocks: tuple[Any, ...]
+  networks: Any
+  create_state: Any
+  hparams: Any
+  forward: Any
+  ssl_loss: Any
+  finish: Any = None
+  gradcam_loss: Any = None
+  pair_loss: Any = None
+  features_loss: Any = None
+  joint_step: Any = None
+  pretrain_step: Any = None
+  pretrain_steps: Any = spec.no_pretraining
+  has_decoder: bool = False
+  decoder_key: Any = None
+
+  def step(self):
+    """The per-device joint step: ``joint_step`` or the hooks' :func:`ssl_step`."""
+    return self.joint_step if self.joint_step is not None else ssl_step(self)
+
+
+def no_finish(new_state: TrainState, old_state: TrainState, ctx: dict) -> TrainState:
+  """``Base.finish`` of a base with nothing to update after the optimizer step."""
+  del old_state, ctx
+  return new_state
+
+
+def ssl_step(base: Base):
+  """The per-device step of ``base``: ``(state, batch, rng, *, nets, hp, tx) -> (state, metrics)``."""
+  finish = base.finish or no_finish
+
+  def step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, nets: Networks, hp: SSLHParams,
+           tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
+    key = jax.random.fold_in(rng, state.step)
+    ctx = base.forward(state, to_float_images(batch["image"]), key, nets=nets, hp=hp)
+
+    def loss_fn(params):
+      out = base.ssl_loss(params, state.batch_stats, ctx, nets=nets, hp=hp)
+      return out.loss, out.batch_stats
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    params, opt_state = apply_gradients(state, grads, tx)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              batch_stats=mean_over_devices(new_stats))
+    return finish(new_state, state, ctx), mean_over_devices({"loss": loss, "loss_c": loss})
+  return step
+
+
+def two_views(state: TrainState, images01: jax.Array, key: jax.Array, *, nets: Networks, hp: SSLHParams
+              ) -> dict[str, jax.Array]:
+  """``Base.forward`` of a base whose gradient-free part is only its two views: ``{'x1', 'x2'}``."""
+  del state, nets
+  x1, x2 = augmented_views(key, images01, hp.image_size, hp.views)
+  return {"x1": x1, "x2": x2}
+
+
+def nt_xent_pairs(z_a: jax.Array, z_b: jax.Array, *, temperature: float, positive_in_denominator: bool = True
+                  ) -> tuple[jax.Array, jax.Array]:
+  """NT-Xent (SimCLR Eq. 1) of this device's pairs ``(z_a[i], z_b[i])`` against every other embedding of the
+  global batch (all-gathered): the pair-loss form of a contrastive base (Perturb-SSL Eq. 7).
+
+  Args:
+    z_a, z_b: ``[b, k]`` this device's L2-normalised embeddings.
+
+  Returns:
+    ``(this device's mean loss, the global pair top-1)``.
+  """
+  b = z_a.shape[0]
+  z_all = lax.all_gather(z_a, DATA_AXIS, tiled=True)
+  z_b_all = lax.all_gather(z_b, DATA_AXIS, tiled=True)
+  per_pair = losses.nt_xent(z_a=z_all, z_b=z_b_all, temperature=temperature,
+                            include_positive_in_denominator=positive_in_denominator)
+  return jnp.mean(local_slice(per_pair, b)), losses.pair_top1_accuracy(z_all, z_b_all)
+
+
+def head_pair_loss(params: PyTree, f_a: jax.Array, f_b: jax.Array, *, nets: Networks, hp: SSLHParams
+                   ) -> tuple[jax.Array, jax.Array]:
+  """``Base.pair_loss`` of a contrastive base (MoCo, SimCLR), Perturb-SSL Eq. 7: NT-Xent between
+  ``normalize(g(f_a))`` and ``normalize(g(f_b))``, every other embedding of the global batch a negative.
+
+  One head pass on the concatenation ``[2b, n]``; the temperature and the
+  denominator are the ``perturb`` block's (``pair_temperature``,
+  ``pair_positive_in_denominator``). Returns ``(this device's mean, the global pair top-1)``.
+  """
+  b = f_a.shape[0]
+  z = losses.l2_normalize(nets.head.apply({"params": params["head"]}, jnp.concatenate([f_a, f_b])))
+  return nt_xent_pairs(z[:b], z[b:], temperature=hp.perturb.pair_temperature,
+                       positive_in_denominator=hp.perturb.pair_positive_in_denominator)

@@ -51,7 +51,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "SSL config; each meth
                                           "config with the same preset and overrides.", lock_config=True)
 _METHODS = flags.DEFINE_list("methods", ["moco", "perturb_moco", "simsiam"],
                              "Steps to time: methods whose table entry says benchmark=True "
-                             "(moco, perturb_moco, simsiam, perturb_simsiam).")
+                             "(every SSL method and its Perturb-SSL version: moco, simsiam, "
+                             "simclr, byol, perturb_<each>).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per method (median reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compilation.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 0, "Side of the square matmul of the ceiling "

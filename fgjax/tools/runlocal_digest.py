@@ -38,6 +38,9 @@ RUNS = (
     ("fine", "configs/base_indi.py:fine,runlocal"),
     ("base_indi_eff", "configs/base_indi.py:eff,runlocal"),
     ("simclr", "configs/simclr.py:runlocal"),
+    ("perturb_simclr", "configs/perturb_simclr.py:runlocal"),
+    ("byol", "configs/byol.py:runlocal"),
+    ("perturb_byol", "configs/perturb_byol.py:runlocal"),
     ("class_attentive", "configs/class_attentive.py:runlocal"),
     ("class_attentive_siamese", "configs/class_attentive.py:siamese,runlocal"),
 )

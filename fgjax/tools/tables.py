@@ -118,7 +118,9 @@ def perturb_table(runs_dir: str, seeds: int) -> str:
 
 PAIRED_ROWS = (
     Row("moco", "MoCo v2"), Row("perturb_moco", "Perturb-MoCo"),
-    Row("simsiam", "SimSiam"), Row("perturb_simsiam", "Perturb-SimSiam"))
+    Row("simsiam", "SimSiam"), Row("perturb_simsiam", "Perturb-SimSiam"),
+    Row("simclr", "SimCLR"), Row("perturb_simclr", "Perturb-SimCLR"),  # the wrapper on the other bases
+    Row("byol", "BYOL"), Row("perturb_byol", "Perturb-BYOL"))
 PAIRED_VARIANTS = (
     Row("pm_unshuffled", "  Perturb-MoCo, pairs without shuffle-BN (the leak)"),
     Row("pm_sign_loss", "  Perturb-MoCo, Grad-CAM of +L_C (Eq. 3 as printed)"),
@@ -128,7 +130,7 @@ PAIRED_VARIANTS = (
     Row("pm_gradcam_only", "  Perturb-MoCo, Grad-CAM noise only"),
     Row("pm_lowvar_only", "  Perturb-MoCo, low-variance noise only"))
 # (method, base): the question first, then what each variant changes against MoCo v2 and against Perturb-MoCo.
-PAIRED_COMPARISONS = ((PAIRED_ROWS[1], PAIRED_ROWS[0]), (PAIRED_ROWS[3], PAIRED_ROWS[2])) + tuple(
+PAIRED_COMPARISONS = tuple((PAIRED_ROWS[i + 1], PAIRED_ROWS[i]) for i in range(0, len(PAIRED_ROWS), 2)) + tuple(
     (variant, base) for base in (PAIRED_ROWS[0], PAIRED_ROWS[1]) for variant in PAIRED_VARIANTS)
 
 
