@@ -20,6 +20,11 @@ def gradcam_feature_scores(
 ) -> jax.Array:
   """Grad-CAM scores ``eta = ReLU(dL/dv * v)`` per example and dimension (Eq. 3).
 
+  >>> import jax.numpy as jnp
+  >>> v = jnp.array([[1.0, -2.0, 0.5]])  # [B=1, n=3]; L(v) = sum(v), so dL/dv = 1 and eta = ReLU(v)
+  >>> gradcam_feature_scores(lambda f: jnp.sum(f, axis=-1), v).tolist()
+  [[1.0, 0.0, 0.5]]
+
   The gradient is that of ``sum_b loss_fn(features)_b`` with respect to
   ``features``. When each per-example loss depends only on its own feature row
   (MoCo InfoNCE against fixed keys and a fixed queue: the Perturb-SSL case),

@@ -39,6 +39,10 @@ def _at_least_float32(x: jax.Array) -> jax.Array:
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   """L2-normalises ``x`` along ``axis``: ``x / max(||x||, eps)``.
 
+  >>> import jax.numpy as jnp
+  >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]])).tolist()  # [B=2, K=2]; a zero row stays zero
+  [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+
   Args:
     x: any shape, e.g. ``[B, K]``.
     axis: the axis holding the vector components.

@@ -34,6 +34,10 @@ def _at_least_float32(x: jax.Array) -> jax.Array:
 def minmax_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   """Min-max normalisation to ``[0, 1]`` along ``axis`` (paper Eq. 4).
 
+  >>> import jax.numpy as jnp
+  >>> minmax_normalize(jnp.array([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]])).tolist()  # [B=2, n=3]; constant -> 0
+  [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]]
+
   ``(x - min) / (max - min)``. A vector that is constant along ``axis`` has no
   range; it maps to all zeros (so it receives the *full* noise scale
   ``eps * (1 - 0)``), never to NaN.

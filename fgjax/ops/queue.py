@@ -23,6 +23,11 @@ def enqueue(
 ) -> tuple[jax.Array, jax.Array]:
   """Writes ``keys`` into the ring buffer ``queue``, overwriting the oldest rows.
 
+  >>> import jax.numpy as jnp
+  >>> queue, pointer = enqueue(jnp.zeros((4, 2)), jnp.ones((2, 2)), jnp.int32(3))  # K=4, B=2: wraps
+  >>> queue[:, 0].tolist(), int(pointer)
+  ([1.0, 0.0, 0.0, 1.0], 1)
+
   Rows ``pointer, pointer + 1, ..., pointer + B - 1`` (modulo ``K``) are replaced,
   so the write wraps around the end correctly even when ``K % B != 0``.
 
