@@ -213,14 +213,14 @@ def draw_runs(runs: Sequence[views.Run], data: dict[str, Any], out_dir: str,
     if name == "gradcam":
       maps = {r.label: views.gradcam_maps(r, images, seed=p.seed) for r in runs}
       out[name] = draw.map_overlays(path, images, maps, row_labels=row_labels, colorbar_label="Grad-CAM",
-                                    title="Grad-CAM of the SSL loss, last conv map (seed P, Fig. 3)")
+                                    title="Grad-CAM of the SSL loss, last conv map (Perturb-SSL, Fig. 3)")
     elif name == "pairs":
       pairs = views.generated_pairs(main, images, seed=p.seed)
       out[name] = draw.image_rows(path, {"x (original)": pairs["x"], "x_hat = h(v)": pairs["x_hat"],
                                          "x_hat_p = h(v_p)": pairs["x_hat_p"],
                                          f"|x_hat_p - x_hat|\n(white = {pairs['difference_max']:.3f})":
                                              pairs["difference"]},
-                                  column_labels=row_labels, title=f"Generated pairs, {main.label} (seed P, Fig. 4)")
+                                  column_labels=row_labels, title=f"Generated pairs, {main.label} (Perturb-SSL, Fig. 4)")
     elif name == "feature_dims":
       s, bank = views.bank_variance(main, lambda: features_lib.extract_split(
           registry.frozen_model(cfg, main.nets, main.state), data["train"], batch_size=p.batch_size,
@@ -234,12 +234,12 @@ def draw_runs(runs: Sequence[views.Run], data: dict[str, Any], out_dir: str,
           path, f[sel, lo], f[sel, hi], fine[sel], class_names={c: names_fine[c] for c in two},
           x_label=f"v_min = dim {lo} (variance {s[lo]:.2e})", y_label=f"v_max = dim {hi} (variance {s[hi]:.2e})",
           title=f"{main.label}: two fine classes of the test split\nalong the lowest- and highest-variance "
-                f"dimensions\nof the {bank} (seed P, Fig. 2)")
+                f"dimensions\nof the {bank} (Perturb-SSL, Fig. 2)")
     elif name == "attention":
       maps = {r.label: views.attention_maps(r, images, stage=p.attention_stage) for r in runs}
       out[name] = draw.map_overlays(path, images, maps, row_labels=row_labels, colorbar_label="attention",
                                     title=f"Spatial attention, mean |A|^2 of stage {p.attention_stage} "
-                                          "(seed B, Fig. 2)")
+                                          "(Base-Indi, Fig. 2)")
     elif name == "tsne":
       panels = {}
       rng = np.random.default_rng(p.seed)
@@ -264,7 +264,7 @@ def draw_runs(runs: Sequence[views.Run], data: dict[str, Any], out_dir: str,
         blocks[r.label] = (q_images, neighbour_images, fine[nn] == fine[queries][:, None])
       out[name] = draw.retrieval_grid(path, blocks, query_labels=[_class_names(test, "fine")[fine[q]]
                                                                   for q in queries],
-                                      title=f"Retrieval, top {p.retrieval_k} by cosine (seed B, Fig. 3)")
+                                      title=f"Retrieval, top {p.retrieval_k} by cosine (Base-Indi, Fig. 3)")
   return out
 
 
