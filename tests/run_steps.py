@@ -7,9 +7,12 @@ from fgjax.infra import parallel
 from fgjax.methods import registry
 
 
-def run_steps(cfg, num_devices, num_steps, *, init_seed=0, step_seed=1):
+def run_steps(cfg, num_devices, num_steps, *, init_seed=0, step_seed=1, states=None):
   """``num_steps`` steps of ``cfg.method`` on the first ``num_devices`` devices, decoder pre-training first
   where the method has it, on the first training batches (data order seed 0).
+
+  Args:
+    states: a list to append the host states to, the initial one and the one after each step (None: not kept).
 
   Returns:
     ``(setup, final state on the host, [metrics of each step on the host])``.
@@ -25,8 +28,12 @@ def run_steps(cfg, num_devices, num_steps, *, init_seed=0, step_seed=1):
   state = parallel.replicate(mesh, jax.jit(s.init_state)(jax.random.PRNGKey(init_seed)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(step_seed))
   metrics = []
+  if states is not None:
+    states.append(jax.device_get(state))
   for i in range(num_steps):
     step = pretrain if pretrain is not None and i < registry.pretrain_steps(cfg) else joint
     state, m = step(state, parallel.shard_batch(mesh, batches[i]), rng)
     metrics.append(jax.device_get(m))
+    if states is not None:
+      states.append(jax.device_get(state))
   return s, jax.device_get(state), metrics

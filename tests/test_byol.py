@@ -98,9 +98,9 @@ def test_byol_loss_matches_numpy_and_the_target_follows_the_ema():
 
   np.testing.assert_allclose(metrics[0]["loss"], np.mean(nmse(p1, t2) + nmse(p2, t1)), rtol=2e-4)
   # Step 0: the target is a copy of the online network, and stays one after its EMA from equal weights.
-  for a, b in zip(jax.tree.leaves(state1.momentum_params["encoder"]), jax.tree.leaves(state0.params["encoder"])):
+  for a, b in zip(jax.tree.leaves(state1.target_params["encoder"]), jax.tree.leaves(state0.params["encoder"])):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-  assert set(state1.params) == {"encoder", "head", "predictor"} and set(state1.momentum_params) == {"encoder", "head"}
+  assert set(state1.params) == {"encoder", "head", "predictor"} and set(state1.target_params) == {"encoder", "head"}
 
 
 # BYOL's own step is ssl_common.ssl_step of the hooks Perturb-BYOL runs too (SimCLR's test covers ssl_step on 4).

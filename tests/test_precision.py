@@ -77,8 +77,7 @@ def test_bf16_loss_curve_matches_float32_within_noise(moco_curves):
 
 def test_bf16_step_keeps_state_and_metrics_float32(moco_curves):
   *_, state, metrics = moco_curves
-  for name in ("params", "opt_state", "batch_stats", "momentum_params", "momentum_batch_stats",
-               "queue", "feature_bank"):
+  for name in ("params", "opt_state", "batch_stats", "momentum_params", "momentum_batch_stats", "queue"):
     # (optax keeps an int32 step count in the optimizer state)
     assert "float32" in precision.tree_dtypes(getattr(state, name)) <= {"float32", "int32"}, name
   assert precision.tree_dtypes((state.step, state.queue_ptr)) == {"int32"}

@@ -11,10 +11,11 @@ from fgjax import errors
 from fgjax import optim
 from fgjax import train
 from fgjax.config import fields
-from fgjax.data import pipeline
-from fgjax.infra import parallel
 from fgjax.methods import registry
 from fgjax.methods import simsiam
+from fgjax.methods import ssl_common
+
+import run_steps
 
 
 def _cfg(method, preset="runlocal"):
@@ -93,24 +94,11 @@ def test_predictor_lr_is_fixed_and_the_rest_decays():
 
 
 def _steps(cfg, num_devices, num_steps=2):
-  s = registry.setup(cfg, num_train=len(pipeline.load_splits(cfg)["train"]))
-  mesh = parallel.make_mesh(jax.devices()[:num_devices])
-  hp = registry.hparams(cfg, s, num_devices)
-  joint, pretrain = registry.step_functions(cfg, s, hp)
-  joint = parallel.data_parallel(joint, mesh, donate_state=False)
-  data = pipeline.load_splits(cfg)
-  batches = pipeline.train_batches(data["train"], global_batch_size=cfg.data.global_batch_size, seed=0)
-  state = parallel.replicate(mesh, jax.jit(s.init_state)(jax.random.PRNGKey(0)))
-  rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
-  if pretrain is not None:
-    pretrain = parallel.data_parallel(pretrain, mesh, donate_state=False)
-    state, _ = pretrain(state, parallel.shard_batch(mesh, batches[0]), rng)
-  initial = jax.device_get(state)
-  metrics = []
-  for i in range(num_steps):
-    state, m = joint(state, parallel.shard_batch(mesh, batches[i + 1]), rng)
-    metrics.append(jax.device_get(m))
-  return initial, jax.device_get(state), metrics
+  """``(state after decoder pre-training, state after num_steps joint steps more, their metrics)``."""
+  pretraining = registry.pretrain_steps(cfg)
+  states = []
+  _, final, metrics = run_steps.run_steps(cfg, num_devices, pretraining + num_steps, states=states)
+  return states[pretraining], final, metrics[pretraining:]
 
 
 # Each ablation switch once (they act in the shared perturb_and_reconstruct, so the
@@ -145,7 +133,7 @@ def test_simsiam_state_has_no_momentum_network_or_queue():
   cfg = _cfg("simsiam")
   state = jax.jit(registry.setup(cfg, 64).init_state)(jax.random.PRNGKey(0))
   assert set(state.params) == {"encoder", "head", "predictor"}
-  assert state.momentum_params == {} and state.queue.shape == (1, 1)
+  assert type(state) is ssl_common.OnlineState  # step, params, batch_stats, opt_state: no placeholders
   nets = registry.setup(cfg, 64).nets
   local = dataclasses.replace(nets, head=nets.head.clone(bn_axis_name=None),  # outside shard_map
                               predictor=nets.predictor.clone(bn_axis_name=None))

@@ -44,7 +44,7 @@ def _setup():
   nets = perturb_moco.networks(cfg)
   tx = optim.joint_optimizer(cfg, 10)
   decoder_tx = optim.decoder_optimizer(cfg)
-  state = perturb_moco.create_state(cfg, nets, jax.random.PRNGKey(0), tx, decoder_tx)
+  state = perturb_moco.create_state(cfg, nets, jax.random.PRNGKey(0), tx)
   data = pipeline.load_splits(cfg)
   batches = pipeline.train_batches(data["train"], global_batch_size=cfg.data.global_batch_size, seed=0)
   return cfg, nets, tx, decoder_tx, state, [batches[i] for i in range(NUM_STEPS + 1)]
@@ -99,12 +99,13 @@ def test_same_parameters_and_buffers(one_and_four):
   b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(s4.params["decoder"])])
   assert np.isclose(a, b, rtol=1e-4, atol=1e-5).mean() > 0.99
   assert np.max(np.abs(a - b)) <= 2 * lr * adam_steps
-  chex.assert_trees_all_close(s1.momentum_params, s4.momentum_params, rtol=1e-4, atol=1e-5)
+  m1, m4 = s1.base, s4.base  # MoCo's own state inside Perturb-MoCo's
+  chex.assert_trees_all_close(m1.momentum_params, m4.momentum_params, rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(s1.batch_stats, s4.batch_stats, rtol=1e-4, atol=1e-5)
-  chex.assert_trees_all_close(s1.momentum_batch_stats, s4.momentum_batch_stats, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(s1.queue, s4.queue, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(m1.momentum_batch_stats, m4.momentum_batch_stats, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(m1.queue, m4.queue, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(s1.feature_bank, s4.feature_bank, rtol=1e-4, atol=1e-5)
-  assert int(s1.queue_ptr) == int(s4.queue_ptr) and int(s1.bank_count) == int(s4.bank_count)
+  assert int(m1.queue_ptr) == int(m4.queue_ptr) and int(s1.bank_count) == int(s4.bank_count)
 
 
 def test_same_losses(one_and_four):

@@ -70,7 +70,7 @@ def test_run_writes_results_metrics_and_checkpoints(full_run):
   assert all(np.isfinite(r["loss"]) for r in rows)
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tb")))
   state, position = _final_state(workdir)
-  assert int(state["step"]) == position == total
+  assert int(state["base"]["step"]) == position == total  # Perturb-MoCo's state: MoCo's inside
   assert int(state["bank_count"]) == cfg.perturb.bank_size  # the bank filled up
 
 

@@ -80,8 +80,12 @@ def shape_mismatch(expected: Any, saved: dict[str, tuple[tuple[int, ...], str]])
   """None if ``saved`` (``state_shapes``) holds exactly the arrays of ``expected``.
 
   Otherwise one line naming the first difference: a missing or extra array, or
-  a shape or dtype change (e.g. a checkpoint of another encoder width).
+  a shape or dtype change (e.g. a checkpoint of another encoder width). A
+  checkpoint in the legacy SSL layout is compared in that layout
+  (:func:`legacy_target`): it restores into ``expected``.
   """
+  if is_legacy_ssl_layout(saved) and hasattr(expected, "legacy_fields"):
+    expected = legacy_target(expected, saved)
   wanted = {tree_path(p): (tuple(x.shape), str(x.dtype))
             for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
   for path, (shape, dtype) in wanted.items():
@@ -95,6 +99,38 @@ def shape_mismatch(expected: Any, saved: dict[str, tuple[tuple[int, ...], str]])
   if extra:
     return f"the checkpoint holds {len(extra)} array(s) the config's model does not, e.g. {extra[0]}"
   return None
+
+
+# fgjax's first checkpoint layout of the SSL methods: one flat state for all of them, with 1x1
+# placeholders (and empty trees) for what a method lacked. Each method now owns its state
+# (``ssl_common.OnlineState`` and its subclasses, ``perturb_ssl.PerturbState``); a state class
+# names its fields' legacy names (``legacy_fields``, ``from_legacy``) and :meth:`Checkpointer.restore`
+# converts a legacy step on the fly (the next save writes the method's own layout).
+LEGACY_SSL_FIELDS = ("step", "params", "batch_stats", "momentum_params", "momentum_batch_stats", "opt_state",
+                     "decoder_opt_state", "queue", "queue_ptr", "feature_bank", "bank_ptr", "bank_count")
+_LEGACY_EMPTY = {"momentum_params": {}, "momentum_batch_stats": {}, "decoder_opt_state": ()}
+
+
+def is_legacy_ssl_layout(saved: dict[str, tuple[tuple[int, ...], str]]) -> bool:
+  """Whether ``saved`` (``state_shapes``) is the legacy flat SSL layout (``step`` and ``bank_ptr`` at the top)."""
+  return {"step", "bank_ptr", "bank_count"} <= {path.split("/")[0] for path in saved}
+
+
+def legacy_target(state: Any, saved: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, Any]:
+  """``state`` (concrete or abstract) as a tree of the legacy layout: its own fields under their legacy
+  names, the placeholders it no longer has as ``saved`` holds them (sharded as its ``step``)."""
+  have = state.legacy_fields()
+  sharding = getattr(state.step, "sharding", None)
+  out = {}
+  for name in LEGACY_SSL_FIELDS:
+    if name in have:
+      out[name] = have[name]
+    elif name in saved:
+      shape, dtype = saved[name]
+      out[name] = jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
+    else:
+      out[name] = _LEGACY_EMPTY.get(name, {})
+  return out
 
 
 def state_digests(state: Any) -> dict[str, str]:
@@ -156,8 +192,8 @@ def _quiet_abandoned_reads() -> None:
 class Checkpointer:
   """``CheckpointManager`` over ``<workdir>/checkpoints``.
 
-  Each checkpoint holds ``state`` (every array of the TrainState: parameters,
-  momentum network, optimizer states, queue, memory bank, counters) and
+  Each checkpoint holds ``state`` (every array of the method's state: parameters,
+  key or target network, optimizer states, queue, memory bank, counters) and
   ``data`` (JSON: the position in the training stream, i.e. batches consumed).
   All processes take part in save and restore.
   """
@@ -292,6 +328,10 @@ class Checkpointer:
   def restore(self, step: int, target_state: Any) -> tuple[Any, int]:
     """Restores ``step`` into the shapes, dtypes and shardings of ``target_state``.
 
+    A step in the legacy SSL layout (:data:`LEGACY_SSL_FIELDS`) is read in that
+    layout, verified against its digests, and converted into ``target_state``'s
+    class (``from_legacy``).
+
     Raises:
       CheckpointError: the step is incomplete or cannot be read, with the cause.
     """
@@ -299,7 +339,12 @@ class Checkpointer:
     if missing:
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is incomplete "
                             f"(no {', '.join(missing)})")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    target, legacy = target_state, False
+    if hasattr(target_state, "legacy_fields"):  # an SSL method's state: the step may be in the legacy layout
+      saved = self.state_shapes(step)
+      legacy = is_legacy_ssl_layout(saved)
+      target = legacy_target(target_state, saved) if legacy else target_state
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
@@ -310,6 +355,10 @@ class Checkpointer:
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged "
                             f"({_first_line(e)})") from None
     self.verify(step, restored["state"])
+    if legacy:
+      logging.info("checkpoint step %d in %s is in the legacy SSL layout: converted to %s", step,
+                   self.directory, type(target_state).__name__)
+      return type(target_state).from_legacy(restored["state"], target_state), position
     return restored["state"], position
 
   def read(self, step: int) -> tuple[Any, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -96,10 +97,11 @@ BLOCK = ssl_config.Block(name="byol", fields=_byol_block, validate=_validate,
 
 @dataclasses.dataclass(frozen=True)
 class HParams(common.SSLHParams):
-  """The shared SSL settings plus the EMA schedule of the target network."""
-  momentum: float = 0.99
-  final_momentum: float = 1.0
-  momentum_steps: int = 1
+  """The shared SSL settings plus the EMA schedule of the target network (the ``byol`` block's values:
+  keyword-only, no defaults of their own)."""
+  momentum: float = dataclasses.field(kw_only=True)
+  final_momentum: float = dataclasses.field(kw_only=True)
+  momentum_steps: int = dataclasses.field(kw_only=True)
 
 
 def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> HParams:
@@ -116,10 +118,33 @@ def networks(cfg: ml_collections.ConfigDict) -> common.Networks:
   return common.Networks(encoder=encoders.build(cfg.model), head=mlp, predictor=mlp.clone())
 
 
+class ByolState(common.OnlineState):
+  """BYOL's state: the online network's (``common.OnlineState``, ``params = {'encoder', 'head', 'predictor'}``)
+  and the target network xi.
+
+  Attributes:
+    target_params: ``{'encoder', 'head'}``, EMA of the online encoder and projector (BYOL Eq. 1).
+    target_batch_stats: BatchNorm running statistics of the target encoder.
+  """
+
+  target_params: PyTree
+  target_batch_stats: PyTree
+
+  # (BYOL's first runs kept the target where MoCo keeps its key network.)
+  LEGACY_FIELDS: ClassVar[dict[str, str]] = {**common.OnlineState.LEGACY_FIELDS,
+                                             "target_params": "momentum_params",
+                                             "target_batch_stats": "momentum_batch_stats"}
+
+  def with_encoder(self, place: Any) -> "ByolState":
+    """The online encoder from ``place()``, and the target encoder starts as a copy of it (its own buffers)."""
+    state = common.OnlineState.with_encoder(self, place)
+    params, batch_stats = place()
+    return state.replace(target_params={**state.target_params, "encoder": params}, target_batch_stats=batch_stats)
+
+
 def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
-                 tx: optax.GradientTransformation, decoder_tx: Any = None) -> common.TrainState:
+                 tx: optax.GradientTransformation) -> ByolState:
   """Initial state: online ``{'encoder', 'head', 'predictor'}``, target ``{'encoder', 'head'}`` a copy."""
-  del decoder_tx
   s = cfg.data.image_size
   enc_rng, head_rng, pred_rng = jax.random.split(rng, 3)
   dummy = jnp.zeros((2, s, s, 3), jnp.float32)
@@ -129,12 +154,9 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
   params = {"encoder": enc_vars["params"], "head": head.init(head_rng, feats, train=False)["params"],
             "predictor": predictor.init(pred_rng, jnp.zeros((2, cfg.byol.proj_dim)), train=False)["params"]}
   stats = enc_vars.get("batch_stats", {})
-  zero, unused = jnp.zeros((), jnp.int32), jnp.zeros((1, 1), jnp.float32)  # (orbax saves no empty arrays)
-  return common.TrainState(
-      step=zero, params=params, batch_stats=stats,
-      momentum_params=jax.tree.map(jnp.copy, {"encoder": params["encoder"], "head": params["head"]}),
-      momentum_batch_stats=jax.tree.map(jnp.copy, stats), opt_state=tx.init(params), decoder_opt_state=(),
-      queue=unused, queue_ptr=zero, feature_bank=unused, bank_ptr=zero, bank_count=zero)
+  return ByolState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats, opt_state=tx.init(params),
+                   target_params=jax.tree.map(jnp.copy, {"encoder": params["encoder"], "head": params["head"]}),
+                   target_batch_stats=jax.tree.map(jnp.copy, stats))
 
 
 def _mlp(module: nn.Module, params: PyTree, x: jax.Array) -> jax.Array:
@@ -149,24 +171,24 @@ def project_and_predict(nets: common.Networks, params: PyTree, features: jax.Arr
   return z, _mlp(nets.predictor, params["predictor"], z)
 
 
-def forward(state: common.TrainState, images01: jax.Array, key: jax.Array, *, nets: common.Networks,
+def forward(state: ByolState, images01: jax.Array, key: jax.Array, *, nets: common.Networks,
             hp: HParams) -> dict[str, Any]:
   """The gradient-free part: two views, the EMA update of the target, its projections of both views.
 
   Returns:
-    ``{'x1', 'x2', 't1', 't2' [b, d], 'momentum_params', 'momentum_stats'}``.
+    ``{'x1', 'x2', 't1', 't2' [b, d], 'target_params', 'target_stats'}``.
   """
   x1, x2 = common.augmented_views(key, images01, hp.image_size, hp.views)
   tau = queue_lib.cosine_momentum(state.step - hp.joint_start_step, base=hp.momentum, final=hp.final_momentum,
                                   total_steps=hp.momentum_steps)
   online = {"encoder": state.params["encoder"], "head": state.params["head"]}
-  target = queue_lib.momentum_update(online=online, target=state.momentum_params, momentum=tau)
+  target = queue_lib.momentum_update(online=online, target=state.target_params, momentum=tau)
   groups = hp.local_bn_groups
-  f1, stats = common.encode(nets.encoder, target["encoder"], state.momentum_batch_stats, x1, groups=groups)
+  f1, stats = common.encode(nets.encoder, target["encoder"], state.target_batch_stats, x1, groups=groups)
   f2, stats = common.encode(nets.encoder, target["encoder"], stats, x2, groups=groups)
   t1, t2 = _mlp(nets.head, target["head"], f1), _mlp(nets.head, target["head"], f2)
   return {"x1": x1, "x2": x2, "t1": lax.stop_gradient(t1), "t2": lax.stop_gradient(t2),
-          "momentum_params": target, "momentum_stats": stats}
+          "target_params": target, "target_stats": stats}
 
 
 def ssl_loss(params: PyTree, batch_stats: PyTree, ctx: dict[str, Any], *, nets: common.Networks,
@@ -181,12 +203,12 @@ def ssl_loss(params: PyTree, batch_stats: PyTree, ctx: dict[str, Any], *, nets: 
   return common.SSLLoss(loss=loss, batch_stats=stats)
 
 
-def finish(new_state: common.TrainState, old_state: common.TrainState, ctx: dict[str, Any]
-           ) -> common.TrainState:
+def finish(new_state: ByolState, old_state: ByolState, ctx: dict[str, Any]
+           ) -> ByolState:
   """After the optimizer step: the target network of this step."""
   del old_state
-  return new_state.replace(momentum_params=ctx["momentum_params"],
-                           momentum_batch_stats=common.mean_over_devices(ctx["momentum_stats"]))
+  return new_state.replace(target_params=ctx["target_params"],
+                           target_batch_stats=common.mean_over_devices(ctx["target_stats"]))
 
 
 def gradcam_loss(params: PyTree, ctx: dict[str, Any], outputs: dict[str, jax.Array], *,
@@ -216,14 +238,14 @@ def pair_loss(params: PyTree, f_a: jax.Array, f_b: jax.Array, *, nets: common.Ne
   return jnp.mean(per_example), top1
 
 
-def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+def features_loss(nets: common.Networks, state: ByolState, cfg: ml_collections.ConfigDict,
                   x_pos: jax.Array):
   """``(loss(v) [N, n] -> [N], t_pos [N, d])``: ``nmse(q(g(v)), sg(g_xi(f_xi(x_pos))))`` of a trained state
   (Grad-CAM pictures): target encoder in eval mode, MLP BatchNorm over the picture batch."""
   del cfg
   nets = common.without_sync_bn(nets)
-  target = state.momentum_params
-  v_pos = nets.encoder.apply({"params": target["encoder"], "batch_stats": state.momentum_batch_stats},
+  target = state.target_params
+  v_pos = nets.encoder.apply({"params": target["encoder"], "batch_stats": state.target_batch_stats},
                              x_pos, train=False)
   t_pos = lax.stop_gradient(_mlp(nets.head, target["head"], v_pos))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,15 +29,16 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class MocoHParams:
-  """Static hyper-parameters of MoCo's contrastive loss and key network (hashable)."""
+  """Static hyper-parameters of MoCo's contrastive loss and key network (hashable): the ``moco`` block's
+  values (:func:`_moco_block` holds the defaults)."""
 
   temperature: float  # tau
   momentum: float  # EMA coefficient at the first joint step
   shuffle_bn: bool
   # Cosine increase of the EMA coefficient to final_momentum over momentum_steps
   # joint steps (equal to momentum: MoCo v2's constant coefficient).
-  final_momentum: float | None = None
-  momentum_steps: int = 1
+  final_momentum: float
+  momentum_steps: int
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict, joint_steps: int) -> "MocoHParams":
@@ -109,16 +111,36 @@ def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> com
                              moco=MocoHParams.from_config(cfg, setup.joint_steps))
 
 
-def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
-                 tx: optax.GradientTransformation,
-                 decoder_tx: optax.GradientTransformation | None = None) -> common.TrainState:
-  """Initial state: online = key network at step 0, a random normalised queue.
+class MocoState(common.OnlineState):
+  """MoCo v2's state: the online network's (``common.OnlineState``), the key network and the queue.
 
-  The queue starts as random unit vectors, as in the official code. MoCo has no
-  memory bank: a 1x1 placeholder keeps the shared state structure (orbax
-  cannot save zero-size arrays; Perturb-SSL's wrapper puts its bank there).
+  Attributes:
+    momentum_params: ``{'encoder', 'head'}`` key network (f_k, g_k), EMA of ``params``.
+    momentum_batch_stats: BatchNorm running statistics of the key encoder.
+    queue: ``[K, proj_dim]`` L2-normalised keys (the negatives), a ring buffer.
+    queue_ptr: int32 scalar, next row of ``queue`` to write.
   """
-  del decoder_tx
+
+  momentum_params: PyTree
+  momentum_batch_stats: PyTree
+  queue: jax.Array
+  queue_ptr: jax.Array
+
+  LEGACY_FIELDS: ClassVar[dict[str, str]] = {
+      **common.OnlineState.LEGACY_FIELDS, "momentum_params": "momentum_params",
+      "momentum_batch_stats": "momentum_batch_stats", "queue": "queue", "queue_ptr": "queue_ptr"}
+
+  def with_encoder(self, place: Any) -> "MocoState":
+    """The online encoder from ``place()``, and the key encoder starts as a copy of it (its own buffers)."""
+    state = common.OnlineState.with_encoder(self, place)
+    params, batch_stats = place()
+    return state.replace(momentum_params={**state.momentum_params, "encoder": params},
+                         momentum_batch_stats=batch_stats)
+
+
+def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
+                 tx: optax.GradientTransformation) -> MocoState:
+  """Initial state: online = key network at step 0, a random normalised queue (as the official code)."""
   s = cfg.data.image_size
   enc_rng, head_rng, _, queue_rng = jax.random.split(rng, 4)  # the third: Perturb-MoCo's decoder
   dummy = jnp.zeros((2, s, s, 3), jnp.float32)
@@ -128,16 +150,14 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
   params = {"encoder": enc_vars["params"], "head": head_params}
   queue = losses.l2_normalize(jax.random.normal(queue_rng, (cfg.moco.queue_size, cfg.model.proj_dim)))
   momentum_params = {"encoder": params["encoder"], "head": params["head"]}
-  return common.TrainState(
+  return MocoState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=enc_vars.get("batch_stats", {}),
-      momentum_params=jax.tree.map(jnp.copy, momentum_params),
-      momentum_batch_stats=jax.tree.map(jnp.copy, enc_vars.get("batch_stats", {})),
-      opt_state=tx.init(params), decoder_opt_state=(), queue=queue,
-      queue_ptr=jnp.zeros((), jnp.int32), feature_bank=jnp.zeros((1, 1), jnp.float32),
-      bank_ptr=jnp.zeros((), jnp.int32), bank_count=jnp.zeros((), jnp.int32))
+      opt_state=tx.init(params), momentum_params=jax.tree.map(jnp.copy, momentum_params),
+      momentum_batch_stats=jax.tree.map(jnp.copy, enc_vars.get("batch_stats", {})), queue=queue,
+      queue_ptr=jnp.zeros((), jnp.int32))
 
 
-def key_network_forward(state: common.TrainState, views: jax.Array, rng: jax.Array, *,
+def key_network_forward(state: MocoState, views: jax.Array, rng: jax.Array, *,
                         nets: common.Networks, hp: common.SSLHParams):
   """Steps 1-2 of the method: EMA update of (f_k, g_k), then shuffled-BN keys.
 
@@ -147,7 +167,7 @@ def key_network_forward(state: common.TrainState, views: jax.Array, rng: jax.Arr
   online = {"encoder": state.params["encoder"], "head": state.params["head"]}
   mo = hp.moco
   momentum = mo.momentum
-  if mo.final_momentum is not None and mo.final_momentum != mo.momentum:
+  if mo.final_momentum != mo.momentum:
     momentum = queue_lib.cosine_momentum(state.step - hp.joint_start_step, base=mo.momentum,
                                          final=mo.final_momentum, total_steps=mo.momentum_steps)
   momentum_params = queue_lib.momentum_update(online=online, target=state.momentum_params,
@@ -172,7 +192,7 @@ def query_infonce(params: PyTree, batch_stats: PyTree, views: jax.Array, keys: j
   return jnp.mean(loss), new_stats
 
 
-def forward(state: common.TrainState, images01: jax.Array, key: jax.Array, *, nets: common.Networks,
+def forward(state: MocoState, images01: jax.Array, key: jax.Array, *, nets: common.Networks,
             hp: common.SSLHParams) -> dict[str, Any]:
   """The gradient-free part of a MoCo v2 step: two views, the EMA update of the key network, the keys.
 
@@ -198,8 +218,8 @@ def ssl_loss(params: PyTree, batch_stats: PyTree, ctx: dict[str, Any], *, nets: 
   return common.SSLLoss(loss=loss_c, batch_stats=stats)
 
 
-def finish(new_state: common.TrainState, old_state: common.TrainState, ctx: dict[str, Any]
-           ) -> common.TrainState:
+def finish(new_state: MocoState, old_state: MocoState, ctx: dict[str, Any]
+           ) -> MocoState:
   """After the optimizer step: the key network of this step, and the keys enqueued (the official order)."""
   queue, queue_ptr = queue_lib.enqueue(old_state.queue, ctx["global_keys"], old_state.queue_ptr)
   return new_state.replace(momentum_params=ctx["momentum_params"],
@@ -225,7 +245,7 @@ def gradcam_loss(params: PyTree, ctx: dict[str, Any], outputs: dict[str, jax.Arr
   return per_example_loss
 
 
-def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+def features_loss(nets: common.Networks, state: MocoState, cfg: ml_collections.ConfigDict,
                   x_pos: jax.Array):
   """``(loss(v) [N, n] -> [N], keys [N, k])``: MoCo's per-example L_C as a function of pooled features.
 

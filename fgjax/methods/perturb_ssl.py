@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from typing import ClassVar
+
+import flax
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +29,7 @@ from fgjax.config import ssl as ssl_config
 from fgjax.config.fields import require
 from fgjax.config.fields import require_nonnegative
 from fgjax.config.fields import require_positive
+from fgjax import optim
 from fgjax.data import augment
 from fgjax.infra.parallel import DATA_AXIS
 from fgjax.methods import ssl_common as common
@@ -189,7 +193,60 @@ def with_perturbation(base_hparams):
   return hparams
 
 
-def push_to_bank(state: common.TrainState, local_features: jax.Array):
+class PerturbState(flax.struct.PyTreeNode):
+  """The state of Perturb-<base>: the base's own state and what Perturb-SSL adds to it.
+
+  The decoder's parameters are ``base.params['decoder']``: the joint optimizer
+  steps them with the encoder's (Adam for the decoder, the base's SGD for the
+  rest: ``optim.joint_optimizer``), so they live in the base state's ``params``
+  and its ``opt_state`` covers them. ``step``, ``params``, ``batch_stats`` and
+  ``opt_state`` read the base's.
+
+  Attributes:
+    base: the base method's state (``moco.MocoState``, ``ssl_common.OnlineState``, ...).
+    decoder_opt_state: optax state of decoder pre-training (``()`` without one).
+    feature_bank: ``[D, n]`` memory bank M of pooled features, a ring buffer.
+    bank_ptr: int32 scalar, next row of ``feature_bank`` to write.
+    bank_count: int32 scalar, rows of ``feature_bank`` filled so far (<= D).
+  """
+
+  base: Any
+  decoder_opt_state: PyTree
+  feature_bank: jax.Array
+  bank_ptr: jax.Array
+  bank_count: jax.Array
+
+  _OWN_FIELDS: ClassVar[tuple[str, ...]] = ("decoder_opt_state", "feature_bank", "bank_ptr", "bank_count")
+
+  @property
+  def step(self) -> jax.Array:
+    return self.base.step
+
+  @property
+  def params(self) -> PyTree:
+    return self.base.params
+
+  @property
+  def batch_stats(self) -> PyTree:
+    return self.base.batch_stats
+
+  @property
+  def opt_state(self) -> PyTree:
+    return self.base.opt_state
+
+  def legacy_fields(self) -> dict[str, PyTree]:
+    """The base's legacy fields and Perturb's own (the same names in the legacy flat layout)."""
+    return {**self.base.legacy_fields(), **{name: getattr(self, name) for name in self._OWN_FIELDS}}
+
+  @classmethod
+  def from_legacy(cls, old: dict[str, PyTree], like: "PerturbState") -> "PerturbState":
+    return cls(base=type(like.base).from_legacy(old, like.base), **{name: old[name] for name in cls._OWN_FIELDS})
+
+  def with_encoder(self, place: Any) -> "PerturbState":
+    return self.replace(base=self.base.with_encoder(place))
+
+
+def push_to_bank(state: PerturbState, local_features: jax.Array):
   """Step 5a: all-gathers this step's features ``[b, n]`` and writes them into M.
 
   Returns:
@@ -204,7 +261,7 @@ def push_to_bank(state: common.TrainState, local_features: jax.Array):
 _PERTURB_STREAM = 0x9E7B  # folds Perturb's keys out of the base step's key
 
 
-def step_keys(rng: jax.Array, state: common.TrainState, hp: common.SSLHParams
+def step_keys(rng: jax.Array, state: PerturbState, hp: common.SSLHParams
               ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The joint step's keys: ``(base_key, noise_key, pair_shuffle_key, pair_augment_key)``.
 
@@ -300,7 +357,7 @@ def _augmented_pair(key: jax.Array, x_hat: jax.Array, x_hat_p: jax.Array, views:
   return one(key_a, x_hat), one(key_b, x_hat_p)
 
 
-def perturb_and_reconstruct(state: common.TrainState, params: PyTree, v: jax.Array, eta: jax.Array,
+def perturb_and_reconstruct(state: PerturbState, params: PyTree, v: jax.Array, eta: jax.Array,
                             x: jax.Array, noise_keys: jax.Array, *, nets: common.Networks,
                             hp: common.SSLHParams):
   """Steps 5-7, the same on either SSL base: bank, perturbed features, decoder, L_R.
@@ -341,10 +398,10 @@ def loss_terms(total, loss_c, loss_r, loss_cp, pair_top1, aux) -> dict[str, jax.
   }
 
 
-def decoder_pretrain_step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+def decoder_pretrain_step(state: PerturbState, batch: dict[str, jax.Array], rng: jax.Array, *,
                           nets: common.Networks, hp: common.SSLHParams,
                           decoder_tx: optax.GradientTransformation
-                          ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+                          ) -> tuple[PerturbState, dict[str, jax.Array]]:
   """Decoder pre-training (paper Sec. 4.1): encoder frozen, ``L_R`` only, per device.
 
   The frozen encoder runs with batch statistics (as in the joint step, whose
@@ -367,8 +424,9 @@ def decoder_pretrain_step(state: common.TrainState, batch: dict[str, jax.Array],
   updates, dec_opt_state = decoder_tx.update(grads, state.decoder_opt_state, state.params["decoder"])
   params = dict(state.params, decoder=optax.apply_updates(state.params["decoder"], updates))
   bank, bank_ptr, bank_count = push_to_bank(state, v)
-  new_state = state.replace(step=state.step + 1, params=params, decoder_opt_state=dec_opt_state,
-                            feature_bank=bank, bank_ptr=bank_ptr, bank_count=bank_count)
+  new_state = state.replace(base=state.base.replace(step=state.step + 1, params=params),
+                            decoder_opt_state=dec_opt_state, feature_bank=bank, bank_ptr=bank_ptr,
+                            bank_count=bank_count)
   return new_state, common.mean_over_devices({"loss": loss_r, "loss_r": loss_r})
 
 
@@ -393,25 +451,26 @@ def networks_with_decoder(base_networks):
 
 
 def state_with_decoder(base_create_state, decoder_key=None):
-  """``create_state`` of Perturb-<base>: the base's state plus the decoder, its optimizer state and the bank M.
+  """``create_state`` of Perturb-<base>: a :class:`PerturbState` around the base's state, with the decoder
+  in its ``params`` (and in its joint optimizer's state), decoder pre-training's optimizer state and the bank M.
 
   The base's own parameters come from the same key as in the base's run (a
   seed starts both runs of a pair from the same encoder); the decoder's from
-  ``decoder_key(rng)`` (``Base.decoder_key``) or else a stream of its own. The
-  joint optimizer's state covers the decoder too.
+  ``decoder_key(rng)`` (``Base.decoder_key``) or else a stream of its own.
   """
   if decoder_key is None:
     decoder_key = lambda rng: jax.random.fold_in(rng, _DECODER_STREAM)  # noqa: E731
   def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
-                   tx: optax.GradientTransformation, decoder_tx: optax.GradientTransformation | None = None
-                   ) -> common.TrainState:
-    state = base_create_state(cfg, nets, rng, tx)
+                   tx: optax.GradientTransformation) -> PerturbState:
+    base = base_create_state(cfg, nets, rng, tx)
     n = encoders.feature_dim(cfg.model)
     decoder_params = nets.decoder.init(decoder_key(rng), jnp.zeros((2, n), jnp.float32))["params"]
-    params = {**state.params, "decoder": decoder_params}
-    return state.replace(params=params, opt_state=tx.init(params),
-                         decoder_opt_state=decoder_tx.init(decoder_params) if decoder_tx is not None else (),
-                         feature_bank=jnp.zeros((cfg.perturb.bank_size, n), jnp.float32))
+    params = {**base.params, "decoder": decoder_params}
+    zero = jnp.zeros((), jnp.int32)
+    return PerturbState(base=base.replace(params=params, opt_state=tx.init(params)),
+                        decoder_opt_state=optim.decoder_optimizer(cfg).init(decoder_params),
+                        feature_bank=jnp.zeros((cfg.perturb.bank_size, n), jnp.float32), bank_ptr=zero,
+                        bank_count=zero)
   return create_state
 
 
@@ -426,14 +485,14 @@ def perturb_step(base: common.Base):
   """
   finish = base.finish or common.no_finish
 
-  def step(state: common.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, nets: common.Networks,
+  def step(state: PerturbState, batch: dict[str, jax.Array], rng: jax.Array, *, nets: common.Networks,
            hp: common.SSLHParams, tx: optax.GradientTransformation
-           ) -> tuple[common.TrainState, dict[str, jax.Array]]:
+           ) -> tuple[PerturbState, dict[str, jax.Array]]:
     base_key, noise_rng, pair_shuffle_rng, pair_augment_rng = step_keys(rng, state, hp)
     x01 = common.to_float_images(batch["image"])
     x = augment.normalize(common.clean_view(x01, hp.image_size))  # non-augmented (L_R target, Grad-CAM, bank)
     # Steps 1-2: the base's views and gradient-free part (MoCo: EMA update, keys with shuffle-BN).
-    ctx = base.forward(state, x01, base_key, nets=nets, hp=hp)
+    ctx = base.forward(state.base, x01, base_key, nets=nets, hp=hp)
     ph = hp.perturb
     noise_keys = common.example_keys(noise_rng, x.shape[0])
 
@@ -458,13 +517,21 @@ def perturb_step(base: common.Base):
       return total, (stats, bank_state, loss_terms(total, out.loss, loss_r, loss_cp, pair_top1, aux))
 
     (_, (new_stats, bank_state, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    params, opt_state = common.apply_gradients(state, grads, tx)
+    params, opt_state = common.apply_gradients(state.base, grads, tx)
+    new_base = state.base.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  batch_stats=common.mean_over_devices(new_stats))
     bank, bank_ptr, bank_count = bank_state
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=common.mean_over_devices(new_stats), feature_bank=bank,
-                              bank_ptr=bank_ptr, bank_count=bank_count)
-    return finish(new_state, state, ctx), common.mean_over_devices(terms)
+    return (state.replace(base=finish(new_base, state.base, ctx), feature_bank=bank, bank_ptr=bank_ptr,
+                          bank_count=bank_count),
+            common.mean_over_devices(terms))
   return step
+
+
+def of_base_state(features_loss):
+  """The base's ``features_loss`` (pictures) applied to a :class:`PerturbState`'s base state."""
+  if features_loss is None:
+    return None
+  return lambda nets, state, cfg, x_pos: features_loss(nets, state.base, cfg, x_pos)
 
 
 def wrap(base: common.Base) -> common.Base:
@@ -489,4 +556,5 @@ def wrap(base: common.Base) -> common.Base:
       networks=networks_with_decoder(base.networks),
       create_state=state_with_decoder(base.create_state, base.decoder_key),
       hparams=with_perturbation(base.hparams), joint_step=perturb_step(base),
+      features_loss=of_base_state(base.features_loss),
       pretrain_step=decoder_pretrain_step, pretrain_steps=pretrain_steps, has_decoder=True)

@@ -60,8 +60,8 @@ BLOCK = ssl_config.Block(name="simclr", fields=_simclr_block, defaults=_head_siz
 
 @dataclasses.dataclass(frozen=True)
 class HParams(common.SSLHParams):
-  """The shared SSL settings plus NT-Xent's temperature."""
-  temperature: float = 0.2
+  """The shared SSL settings plus NT-Xent's temperature (the ``simclr`` block's: keyword-only, no default)."""
+  temperature: float = dataclasses.field(kw_only=True)
 
 
 def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> HParams:
@@ -72,20 +72,16 @@ def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> HPa
 
 
 def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
-                 tx: optax.GradientTransformation, decoder_tx: Any = None) -> common.TrainState:
-  """Initial state: ``params = {'encoder', 'head'}``; no momentum network, queue or bank."""
-  del decoder_tx
+                 tx: optax.GradientTransformation) -> common.OnlineState:
+  """Initial state (``common.OnlineState``): ``params = {'encoder', 'head'}``, nothing else."""
   s = cfg.data.image_size
   enc_rng, head_rng = jax.random.split(rng)
   dummy = jnp.zeros((2, s, s, 3), jnp.float32)
   enc_vars = nets.encoder.init(enc_rng, dummy, train=False)
   feats = nets.encoder.apply(enc_vars, dummy, train=False)
   params = {"encoder": enc_vars["params"], "head": nets.head.init(head_rng, feats)["params"]}
-  zero, unused = jnp.zeros((), jnp.int32), jnp.zeros((1, 1), jnp.float32)  # (orbax saves no empty arrays)
-  return common.TrainState(
-      step=zero, params=params, batch_stats=enc_vars.get("batch_stats", {}), momentum_params={},
-      momentum_batch_stats={}, opt_state=tx.init(params), decoder_opt_state=(), queue=unused,
-      queue_ptr=zero, feature_bank=unused, bank_ptr=zero, bank_count=zero)
+  return common.OnlineState(step=jnp.zeros((), jnp.int32), params=params,
+                            batch_stats=enc_vars.get("batch_stats", {}), opt_state=tx.init(params))
 
 
 def ssl_loss(params: Any, batch_stats: Any, ctx: dict[str, jax.Array], *, nets: common.Networks, hp: HParams
@@ -126,7 +122,7 @@ def gradcam_loss(params: Any, ctx: dict[str, jax.Array], outputs: dict[str, jax.
   return per_example_loss
 
 
-def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+def features_loss(nets: common.Networks, state: common.OnlineState, cfg: ml_collections.ConfigDict,
                   x_pos: jax.Array):
   """``(loss(v) [N, n] -> [N], z_pos [N, k])``: the SSL loss of a trained state as a function of pooled
   features (Grad-CAM pictures): InfoNCE of ``normalize(g(v))`` with its positive ``normalize(g(f(x_pos)))``

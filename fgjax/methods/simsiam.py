@@ -5,8 +5,8 @@ the negative cosine, ``g`` the 3-layer projector with BN, ``h`` the bottleneck
 predictor (``losses.simsiam_loss``). Projector and predictor BatchNorms are
 synchronised over the data axis (SimSiam's SyncBN); their running statistics
 are never used (evaluation reads the encoder), so they are not kept in the
-state. No momentum network and no queue: those TrainState fields hold empty
-placeholders, so one state structure serves every SSL method.
+state. No momentum network and no queue: its state is ``ssl_common.OnlineState``
+(step, params, BatchNorm statistics, optimizer state), nothing else.
 
 SimSiam is written as hooks (``ssl_common.Base``): :data:`BASE` gives its step and,
 wrapped by ``perturb_ssl.wrap``, Perturb-SimSiam's.
@@ -94,10 +94,8 @@ def networks(cfg: ml_collections.ConfigDict) -> common.Networks:
 
 
 def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax.Array,
-                 tx: optax.GradientTransformation,
-                 decoder_tx: optax.GradientTransformation | None = None) -> common.TrainState:
+                 tx: optax.GradientTransformation) -> common.OnlineState:
   """Initial state: ``params = {'encoder', 'head' (projector), 'predictor'}``."""
-  del decoder_tx
   s = cfg.data.image_size
   enc_rng, head_rng, pred_rng, _ = jax.random.split(rng, 4)  # the fourth: Perturb-SimSiam's decoder
   dummy = jnp.zeros((2, s, s, 3), jnp.float32)
@@ -110,11 +108,8 @@ def create_state(cfg: ml_collections.ConfigDict, nets: common.Networks, rng: jax
   z = head.apply({"params": head_params}, feats, train=True, mutable=["batch_stats"])[0]
   params = {"encoder": enc_vars["params"], "head": head_params,
             "predictor": predictor.init(pred_rng, z, train=False)["params"]}
-  zero, unused = jnp.zeros((), jnp.int32), jnp.zeros((1, 1), jnp.float32)  # (orbax saves no empty arrays)
-  return common.TrainState(
-      step=zero, params=params, batch_stats=enc_vars.get("batch_stats", {}), momentum_params={},
-      momentum_batch_stats={}, opt_state=tx.init(params), decoder_opt_state=(), queue=unused,
-      queue_ptr=zero, feature_bank=unused, bank_ptr=zero, bank_count=zero)
+  return common.OnlineState(step=jnp.zeros((), jnp.int32), params=params,
+                            batch_stats=enc_vars.get("batch_stats", {}), opt_state=tx.init(params))
 
 
 def project_and_predict(nets: common.Networks, params: PyTree, features: jax.Array
@@ -181,7 +176,7 @@ def pair_loss_hook(params: PyTree, f_a: jax.Array, f_b: jax.Array, *, nets: comm
   return jnp.mean(per_example), top1
 
 
-def features_loss(nets: common.Networks, state: common.TrainState, cfg: ml_collections.ConfigDict,
+def features_loss(nets: common.Networks, state: common.OnlineState, cfg: ml_collections.ConfigDict,
                   x_pos: jax.Array):
   """``(loss(v) [N, n] -> [N], z_pos [N, d])``: SimSiam's ``D(h(g(v)), sg(g(f(x_pos))))`` per example.
 

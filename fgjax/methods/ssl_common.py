@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Any
+from typing import ClassVar
 
 import flax
 import flax.linen as nn
@@ -75,40 +76,47 @@ def float32_heads(nets: Networks) -> Networks:
   return dataclasses.replace(nets, head=nets.head.clone(dtype=jnp.float32), predictor=predictor)
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything a run needs to continue exactly (checkpointed whole).
+class OnlineState(flax.struct.PyTreeNode):
+  """The state of an SSL method with one network (SimCLR, SimSiam), and the fields every SSL state begins with.
+
+  Each method owns its state: a subclass with exactly the fields it needs
+  (``moco.MocoState``: key network and queue; ``byol.ByolState``: target
+  network; ``perturb_ssl.PerturbState``: a base's state plus the decoder's
+  optimizer state and the memory bank). Checkpointed whole.
 
   Attributes:
-    step: int32 scalar, number of optimizer steps taken (decoder pre-training
-      steps included).
-    params: ``{'encoder', 'head'[, 'decoder']}`` online parameters.
+    step: int32 scalar, number of optimizer steps taken (a Perturb-SSL run's
+      decoder pre-training steps included).
+    params: the online networks' parameters, ``{'encoder', 'head'[, 'predictor']
+      [, 'decoder']}`` (Perturb-SSL's decoder is stepped by the same joint optimizer).
     batch_stats: BatchNorm running statistics of the online encoder.
-    momentum_params: ``{'encoder', 'head'}`` key (momentum) network, EMA of params.
-    momentum_batch_stats: BatchNorm running statistics of the key encoder.
     opt_state: optax state of the joint optimizer (all of ``params``).
-    decoder_opt_state: optax state of the decoder pre-training optimizer (``()``
-      for plain MoCo).
-    queue: ``[K, proj_dim]`` L2-normalised keys (MoCo negatives), a ring buffer.
-    queue_ptr: int32 scalar, next row of ``queue`` to write.
-    feature_bank: ``[D, n]`` memory bank M of pooled features (an unused
-      ``[1, 1]`` placeholder for plain MoCo).
-    bank_ptr: int32 scalar, next row of ``feature_bank`` to write.
-    bank_count: int32 scalar, rows of ``feature_bank`` filled so far (<= D).
   """
 
   step: jax.Array
   params: PyTree
   batch_stats: PyTree
-  momentum_params: PyTree
-  momentum_batch_stats: PyTree
   opt_state: PyTree
-  decoder_opt_state: PyTree
-  queue: jax.Array
-  queue_ptr: jax.Array
-  feature_bank: jax.Array
-  bank_ptr: jax.Array
-  bank_count: jax.Array
+
+  # ``{field: name in the legacy layout}``: fgjax's first checkpoints held one
+  # flat state for every SSL method (``checkpointing.LEGACY_SSL_FIELDS``, 1x1
+  # placeholders for what a method lacked); a restore converts them.
+  LEGACY_FIELDS: ClassVar[dict[str, str]] = {"step": "step", "params": "params", "batch_stats": "batch_stats",
+                                             "opt_state": "opt_state"}
+
+  def legacy_fields(self) -> dict[str, PyTree]:
+    """This state's subtrees under their names in the legacy flat layout."""
+    return {old: getattr(self, new) for new, old in self.LEGACY_FIELDS.items()}
+
+  @classmethod
+  def from_legacy(cls, old: dict[str, PyTree], like: Any) -> "OnlineState":
+    """The state of a legacy checkpoint ``old`` (``{legacy field: subtree}``), shaped as ``like``."""
+    del like
+    return cls(**{new: old[name] for new, name in cls.LEGACY_FIELDS.items()})
+
+  def with_encoder(self, place: Any) -> "OnlineState":
+    """``spec.replace_encoder``: the online encoder's parameters and statistics from ``place()``."""
+    return spec.replace_encoder(self, place)
 
 
 def encode(encoder: nn.Module, params: PyTree, batch_stats: PyTree, images: jax.Array, *,
@@ -301,7 +309,7 @@ def shuffled_keys(nets: Networks, momentum_params: PyTree, momentum_batch_stats:
   return lax.stop_gradient(local_keys), lax.stop_gradient(global_keys), new_stats
 
 
-def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation
+def apply_gradients(state: OnlineState, grads: PyTree, tx: optax.GradientTransformation
                     ) -> tuple[PyTree, PyTree]:
   """Averages per-device gradients over the data axis and takes one optimizer step."""
   grads = mean_over_devices(grads)
@@ -320,20 +328,15 @@ def base_hparams(cfg: ml_collections.ConfigDict, num_devices: int, *, joint_star
                     views=ViewAugmentation.from_config(cfg.augment), joint_start_step=int(joint_start_step))
 
 
-def with_encoder(state: TrainState, place: Any) -> TrainState:
-  """``spec.replace_encoder``, and the key (momentum) encoder, where the method has one, from the same weights
-  (its own buffers): MoCo's key encoder starts as a copy of the query encoder."""
-  state = spec.replace_encoder(state, place)
-  if "encoder" in state.momentum_params:
-    params, batch_stats = place()
-    state = state.replace(momentum_params={**state.momentum_params, "encoder": params},
-                          momentum_batch_stats=batch_stats)
-  return state
+def with_encoder(state: OnlineState, place: Any) -> OnlineState:
+  """``Method.with_encoder`` of every SSL method: the state's own ``with_encoder`` (a method with a key or
+  target encoder starts it as a copy of the online one, in its own buffers)."""
+  return state.with_encoder(place)
 
 
 def make_setup(create_state, networks=contrastive_networks):
   """The ``setup`` of an SSL method with networks ``networks(cfg)`` and initial state
-  ``create_state(cfg, nets, rng, tx, decoder_tx)``.
+  ``create_state(cfg, nets, rng, tx)``.
 
   ``num_train`` (the opened training split's size) sets the schedule's length
   for data whose size the config cannot know (image folders); the state's
@@ -348,7 +351,7 @@ def make_setup(create_state, networks=contrastive_networks):
     joint_steps = config_blocks.total_train_steps(cfg, num_train)
     tx = optim.joint_optimizer(cfg, joint_steps)
     decoder_tx = optim.decoder_optimizer(cfg) if nets.decoder is not None else None
-    init_state = functools.partial(create_state, cfg, nets, tx=tx, decoder_tx=decoder_tx)
+    init_state = functools.partial(create_state, cfg, nets, tx=tx)
     return spec.Setup(nets=nets, tx=tx, decoder_tx=decoder_tx, init_state=init_state, joint_steps=joint_steps)
   return setup
 
@@ -393,7 +396,9 @@ class Base:
     name: ``cfg.method``.
     blocks: the method's config blocks (``fgjax.config.ssl.Block``).
     networks: ``cfg -> Networks``.
-    create_state: ``(cfg, nets, rng, tx, decoder_tx=None) -> TrainState``.
+    create_state: ``(cfg, nets, rng, tx) -> state``, the method's own state
+      (a ``flax.struct.PyTreeNode``: ``OnlineState`` or a subclass, or
+      ``perturb_ssl.PerturbState``).
     hparams: ``(cfg, setup, num_devices) -> SSLHParams``.
     forward: ``(state, images01 [b, H, W, 3], key, *, nets, hp) -> ctx`` (a dict).
     ssl_loss: ``(params, batch_stats, ctx, *, nets, hp) -> SSLLoss``.
@@ -429,7 +434,7 @@ class Base:
     return self.joint_step if self.joint_step is not None else ssl_step(self)
 
 
-def no_finish(new_state: TrainState, old_state: TrainState, ctx: dict) -> TrainState:
+def no_finish(new_state: OnlineState, old_state: OnlineState, ctx: dict) -> OnlineState:
   """``Base.finish`` of a base with nothing to update after the optimizer step."""
   del old_state, ctx
   return new_state
@@ -439,8 +444,8 @@ def ssl_step(base: Base):
   """The per-device step of ``base``: ``(state, batch, rng, *, nets, hp, tx) -> (state, metrics)``."""
   finish = base.finish or no_finish
 
-  def step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, nets: Networks, hp: SSLHParams,
-           tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
+  def step(state: OnlineState, batch: dict[str, jax.Array], rng: jax.Array, *, nets: Networks, hp: SSLHParams,
+           tx: optax.GradientTransformation) -> tuple[OnlineState, dict[str, jax.Array]]:
     key = jax.random.fold_in(rng, state.step)
     ctx = base.forward(state, to_float_images(batch["image"]), key, nets=nets, hp=hp)
 
@@ -456,7 +461,7 @@ def ssl_step(base: Base):
   return step
 
 
-def two_views(state: TrainState, images01: jax.Array, key: jax.Array, *, nets: Networks, hp: SSLHParams
+def two_views(state: OnlineState, images01: jax.Array, key: jax.Array, *, nets: Networks, hp: SSLHParams
               ) -> dict[str, jax.Array]:
   """``Base.forward`` of a base whose gradient-free part is only its two views: ``{'x1', 'x2'}``."""
   del state, nets
