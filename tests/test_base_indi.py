@@ -21,6 +21,7 @@ from fgjax.infra import parallel
 from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih
 from fgjax.methods import registry
+from fgjax.ops import instance_losses
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +130,7 @@ def test_instance_head_grows_with_the_training_set():
 
 def test_instance_loss_all_matches_numpy():
   layout, weights, biases, kernel, bias, ids, v = _random_problem(0, _SUPER)
-  got = ih.instance_loss_all(*_args(layout, kernel, bias, ids, v))
+  got = instance_losses.instance_loss_all(*_args(layout, kernel, bias, ids, v))
   want = _np_instance_losses(v, weights, biases, ids, _SUPER, restrict=False)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
@@ -139,8 +140,8 @@ def test_within_super_matches_numpy_and_the_masked_full_softmax(capacity):
   # capacity 3 < the 4 images of super-class 0 in this batch: the exact fallback runs.
   layout, weights, biases, kernel, bias, ids, v = _random_problem(1, _SUPER)
   args = _args(layout, kernel, bias, ids, v)
-  got, overflow = ih.instance_loss_within_super(*args, capacity=capacity)
-  masked = ih.instance_loss_within_super_masked(*args)
+  got, overflow = instance_losses.instance_loss_within_super(*args, capacity=capacity)
+  masked = instance_losses.instance_loss_within_super_masked(*args)
   want = _np_instance_losses(v, weights, biases, ids, _SUPER, restrict=True)
   np.testing.assert_allclose(np.asarray(masked), want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(got), np.asarray(masked), rtol=1e-6, atol=1e-6)
@@ -155,10 +156,10 @@ def test_grouped_path_equals_masked_in_value_and_gradient():
   def total(fn, v, kernel, bias):
     return jnp.sum(fn(v, kernel, bias, *args[3:]))
 
-  grouped = functools.partial(ih._instance_loss_grouped, capacity=10)
+  grouped = functools.partial(instance_losses._instance_loss_grouped, capacity=10)
   for argnum in (0, 1, 2):
     g1 = jax.grad(functools.partial(total, grouped), argnums=argnum)(*args[:3])
-    g2 = jax.grad(functools.partial(total, ih.instance_loss_within_super_masked), argnums=argnum)(*args[:3])
+    g2 = jax.grad(functools.partial(total, instance_losses.instance_loss_within_super_masked), argnums=argnum)(*args[:3])
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-5, atol=1e-6)
 
 
@@ -168,10 +169,10 @@ def test_grouped_path_builds_no_n_wide_logits():
   layout, _, _, kernel, bias, ids, v = _random_problem(3, super_labels, d=5, b=9)
   args = _args(layout, kernel, bias, ids, v)
   jaxpr = jax.make_jaxpr(jax.value_and_grad(
-      lambda v: jnp.sum(ih._instance_loss_grouped(v, *args[1:], capacity=8))))(args[0])
+      lambda v: jnp.sum(instance_losses._instance_loss_grouped(v, *args[1:], capacity=8))))(args[0])
   shapes = [var.aval.shape for eqn in jaxpr.jaxpr.eqns for var in eqn.outvars]
   assert not [s for s in shapes if 77 in s], "the grouped path formed an n-wide array"
-  jaxpr_all = jax.make_jaxpr(lambda v: ih.instance_loss_all(v, *args[1:]))(args[0])
+  jaxpr_all = jax.make_jaxpr(lambda v: instance_losses.instance_loss_all(v, *args[1:]))(args[0])
   assert any(77 in var.aval.shape for eqn in jaxpr_all.jaxpr.eqns for var in eqn.outvars)
 
 
@@ -180,7 +181,7 @@ def test_base_indi_loss_matches_numpy():
   logits = rng.normal(size=(6, 3)).astype(np.float32)
   labels = rng.integers(0, 3, size=6)
   inst = rng.uniform(size=6).astype(np.float32)
-  got = ih.base_indi_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(inst), 0.7)
+  got = instance_losses.base_indi_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(inst), 0.7)
   np.testing.assert_allclose(np.asarray(got), _np_cross_entropy(logits, labels) + 0.7 * inst, rtol=1e-5)
 
 
@@ -189,10 +190,10 @@ def test_losses_are_finite_with_an_empty_group_and_a_single_member():
   layout, _, _, kernel, bias, _, v = _random_problem(5, super_labels, b=4)
   ids = np.array([0, 1, 2, 3])
   args = _args(layout, kernel, bias, ids, v[:4])
-  loss, _ = ih.instance_loss_within_super(*args, capacity=4)
+  loss, _ = instance_losses.instance_loss_within_super(*args, capacity=4)
   assert np.all(np.isfinite(np.asarray(loss)))
   assert float(loss[3]) == pytest.approx(0.0, abs=1e-6)  # the only member of its super-class
-  grads = jax.grad(lambda v: jnp.sum(ih.instance_loss_within_super(v, *args[1:], capacity=4)[0]))(args[0])
+  grads = jax.grad(lambda v: jnp.sum(instance_losses.instance_loss_within_super(v, *args[1:], capacity=4)[0]))(args[0])
   assert np.all(np.isfinite(np.asarray(grads)))
 
 

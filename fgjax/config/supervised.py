@@ -61,6 +61,8 @@ OPTIMIZERS = ("sgd", "adamw")
 SUPER_HEAD_METHODS = ("base", "base_indi", "base_indi_eff")
 INSTANCE_METHODS = ("indi", "base_indi", "base_indi_eff")
 WEIGHTED_INSTANCE_METHODS = ("base_indi", "base_indi_eff")  # those with the base_indi block (lambda_I)
+# The instance loss over the images of the same super-class only (Base-Indi_eff), not over all.
+WITHIN_SUPER_INSTANCE_METHODS = ("base_indi_eff",)
 CROPS = ("pad", "resized")
 SCHEDULES = ("step", "cosine", "constant")
 

@@ -28,6 +28,7 @@ from fgjax.methods import instance_head as ih
 from fgjax.methods import spec
 from fgjax.methods import ssl_common as common
 from fgjax.models import encoders
+from fgjax.ops import instance_losses
 
 
 PyTree = Any
@@ -49,15 +50,15 @@ class Networks:
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-  """Static settings of the step (hashable)."""
-  method: str
+  """Static settings of the step (hashable); the objective is the networks' heads and these fields."""
   image_size: int
   local_bn_groups: int
   crop: str
   pad: int
   scale: tuple[float, float]
   flip: bool
-  instance_weight: float
+  instance_weight: float  # lambda_I (1 without the base_indi block: Indi's plain instance CE)
+  instance_within_super: bool  # Base-Indi_eff: instance CE over the same super-class's images only
   group_capacity: int  # base_indi_eff: images per super-class and device (grouped path)
 
 
@@ -104,10 +105,11 @@ def hparams_from_config(cfg: ml_collections.ConfigDict, nets: Networks, num_devi
   if not capacity and nets.layout is not None:
     capacity = nets.layout.auto_capacity(local_batch)
   a = cfg.augment
-  return HParams(method=cfg.method, image_size=int(cfg.data.image_size),
+  return HParams(image_size=int(cfg.data.image_size),
                  local_bn_groups=max(1, cfg.model.bn_groups // num_devices),
                  crop=a.crop, pad=int(a.pad), scale=(float(a.scale[0]), float(a.scale[1])),
                  flip=bool(a.flip), instance_weight=float(bi.instance_weight) if bi is not None else 1.0,
+                 instance_within_super=cfg.method in supervised_config.WITHIN_SUPER_INSTANCE_METHODS,
                  group_capacity=int(min(capacity or local_batch, local_batch)))
 
 
@@ -156,7 +158,7 @@ def augmented_view(rng: jax.Array, images01: jax.Array, hp: HParams) -> jax.Arra
 
 def loss_terms(params: PyTree, batch_stats: PyTree, images: jax.Array, batch: dict[str, jax.Array], *,
                nets: Networks, hp: HParams) -> tuple[jax.Array, tuple[dict[str, jax.Array], PyTree]]:
-  """The objective of ``hp.method`` on one device's batch.
+  """The objective on one device's batch: CE of each head the networks have, plus the instance CE.
 
   Returns ``(loss, (metrics, new_batch_stats))``; the loss is the local mean.
   """
@@ -166,12 +168,12 @@ def loss_terms(params: PyTree, batch_stats: PyTree, images: jax.Array, batch: di
   loss = jnp.zeros((), jnp.float32)
   if nets.super_head is not None:
     logits = nets.super_head.apply({"params": params["super_head"]}, v)
-    metrics["loss_super"] = jnp.mean(ih.cross_entropy(logits, batch["super_label"]))
+    metrics["loss_super"] = jnp.mean(instance_losses.cross_entropy(logits, batch["super_label"]))
     metrics["train_top1_super"] = jnp.mean(jnp.argmax(logits, -1) == batch["super_label"])
     loss = loss + metrics["loss_super"]
   if nets.fine_head is not None:
     logits = nets.fine_head.apply({"params": params["fine_head"]}, v)
-    metrics["loss_fine"] = jnp.mean(ih.cross_entropy(logits, batch["fine_label"]))
+    metrics["loss_fine"] = jnp.mean(instance_losses.cross_entropy(logits, batch["fine_label"]))
     metrics["train_top1_fine"] = jnp.mean(jnp.argmax(logits, -1) == batch["fine_label"])
     loss = loss + metrics["loss_fine"]
   if nets.instance_head is not None:
@@ -180,15 +182,14 @@ def loss_terms(params: PyTree, batch_stats: PyTree, images: jax.Array, batch: di
     ids = batch["index"]
     group, slot = jnp.asarray(layout.group_of)[ids], jnp.asarray(layout.slot_of)[ids]
     valid = jnp.asarray(layout.valid)
-    if hp.method == "base_indi_eff":
-      per_image, overflow = ih.instance_loss_within_super(v, p["kernel"], p["bias"], valid, group, slot,
+    if hp.instance_within_super:
+      per_image, overflow = instance_losses.instance_loss_within_super(v, p["kernel"], p["bias"], valid, group, slot,
                                                           capacity=hp.group_capacity)
       metrics["instance_overflow"] = overflow.astype(jnp.float32)
     else:
-      per_image = ih.instance_loss_all(v, p["kernel"], p["bias"], valid, group, slot)
+      per_image = instance_losses.instance_loss_all(v, p["kernel"], p["bias"], valid, group, slot)
     metrics["loss_instance"] = jnp.mean(per_image)
-    weight = 1.0 if hp.method == "indi" else hp.instance_weight
-    loss = loss + weight * metrics["loss_instance"]
+    loss = loss + hp.instance_weight * metrics["loss_instance"]
   metrics["loss"] = loss
   return loss, (metrics, new_stats)
 

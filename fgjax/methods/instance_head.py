@@ -1,4 +1,6 @@
-r"""The instance-classification head of Base-Indi (seed B, Eqs. 3-5) and its losses.
+r"""The instance-classification head of Base-Indi (seed B, Eqs. 3-5): its layout and its module.
+
+The losses on it are in ``fgjax.ops.instance_losses``.
 
 Every training image ``i`` (``0 <= i < n``) is its own class with a weight
 vector ``w_i^I`` and a bias. The weights are stored **grouped by super-class**:
@@ -6,23 +8,8 @@ vector ``w_i^I`` and a bias. The weights are stored **grouped by super-class**:
 super-classes (1 when the data has none), ``m = max_b n_b`` the size of the
 largest one, and instance ``i`` lives in row ``(group_of[i], slot_of[i])``; the
 ``G * m - n`` padding rows are masked out of every softmax. One layout serves
-both objectives:
-
-* Eq. 3/4, softmax over all n instances (``instance_loss_all``): the logits are
-  ``v @ kernel.reshape(G*m, d).T`` -- cost O(d * n) per image (plus the padding,
-  none when the super-classes are equally large);
-* Eq. 5, softmax over the instances of the image's own super-class
-  (``instance_loss_within_super``): each super-class's images of the batch are
-  gathered into a ``[G, C, d]`` block (C = capacity per super-class) and
-  multiplied by that super-class's ``[m, d]`` weights only -- cost O(d * m) per
-  image instead of O(d * n), with no ``[b, n]`` logit matrix. A batch holding
-  more than C images of one super-class takes the exact masked path for that
-  step (``lax.cond``: only the branch taken runs), so the loss is the same
-  either way; the step reports it.
-
-Masked logits are set to ``_MASKED`` (-1e30), not -inf: ``exp`` of it is exactly
-0, so the softmax is exactly the restricted one, while a padding row whose
-target is masked gives a large finite number rather than inf * 0 = NaN.
+both objectives of ``fgjax.ops.instance_losses`` (softmax over all instances,
+Eq. 3/4; over the image's own super-class only, Eq. 5).
 """
 
 from __future__ import annotations
@@ -35,9 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-_MASKED = -1e30
-_PRECISION = jax.lax.Precision.HIGHEST
+from fgjax.ops.instance_losses import all_logits
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -117,7 +102,7 @@ class InstanceHead(nn.Module):
   """Parameters ``kernel [G, m, d]`` and ``bias [G, m]`` of the instance classifier W^I.
 
   ``__call__(v)`` returns the logits over every row, ``[b, G * m]`` (padding rows
-  included, unmasked); the losses below use the parameters directly.
+  included, unmasked); ``fgjax.ops.instance_losses`` uses the parameters directly.
   """
   num_groups: int
   group_size: int
@@ -131,121 +116,3 @@ class InstanceHead(nn.Module):
     kernel = self.param("kernel", init, (self.num_groups, self.group_size, d), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.num_groups, self.group_size), jnp.float32)
     return all_logits(v, kernel, bias)
-
-
-def all_logits(v: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """``[b, d] -> [b, G*m]``: f(x)^T w_j + b_j for every row j of the head."""
-  g, m, d = kernel.shape
-  v = v.astype(jnp.promote_types(v.dtype, jnp.float32))
-  return jnp.dot(v, kernel.reshape(g * m, d).T, precision=_PRECISION) + bias.reshape(g * m)
-
-
-def _cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
-  """Per-row ``logsumexp(logits) - logits[target]``: ``[..., K], [...] -> [...]``."""
-  picked = jnp.take_along_axis(logits, target[..., None], axis=-1)[..., 0]
-  return jax.nn.logsumexp(logits, axis=-1) - picked
-
-
-def instance_loss_all(v: jax.Array, kernel: jax.Array, bias: jax.Array, valid: jax.Array,
-                      group: jax.Array, slot: jax.Array) -> jax.Array:
-  """Eq. 3 / Eq. 4's ``l(x_i, y_i^I)``: softmax over all n instances.
-
-  Args:
-    v: [b, d] features f(x).
-    kernel, bias: the head's parameters, [G, m, d] and [G, m].
-    valid: bool [G, m], rows holding an instance (``InstanceLayout.valid``).
-    group, slot: int [b], each image's instance row (``group_of``/``slot_of`` of its id).
-
-  Returns:
-    [b] per-image losses -log p(y^I | x) (float32).
-  """
-  g, m, _ = kernel.shape
-  logits = jnp.where(valid.reshape(g * m), all_logits(v, kernel, bias), _MASKED)
-  return _cross_entropy(logits, group * m + slot)
-
-
-def instance_loss_within_super_masked(v: jax.Array, kernel: jax.Array, bias: jax.Array,
-                                      valid: jax.Array, group: jax.Array, slot: jax.Array) -> jax.Array:
-  """Eq. 5's ``l_B(x_i, y_i^I)`` the expensive way: all n logits, other groups masked.
-
-  The reference the grouped computation must equal, and its fallback. Same
-  arguments as :func:`instance_loss_all`; returns [b].
-  """
-  g, m, _ = kernel.shape
-  logits = all_logits(v, kernel, bias).reshape(-1, g, m)
-  own = jnp.take_along_axis(logits, group[:, None, None], axis=1)[:, 0]  # [b, m]
-  own = jnp.where(valid[group], own, _MASKED)
-  return _cross_entropy(own, slot)
-
-
-def group_batch(group: jax.Array, num_groups: int, capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Sorts a batch into per-group blocks of ``capacity`` images.
-
-  Args:
-    group: int [b], each image's group.
-
-  Returns:
-    ``(index [G, C] int32, filled [G, C] bool, overflow bool)``: block (g, c)
-    holds image ``index[g, c]`` where ``filled``; ``overflow`` is True when some
-    group has more than C images (those beyond C are not in any block).
-  """
-  b = group.shape[0]
-  order = jnp.argsort(group, stable=True)
-  sorted_group = group[order]
-  start = jnp.searchsorted(sorted_group, jnp.arange(num_groups), side="left")
-  position = jnp.arange(b) - start[sorted_group]
-  index = jnp.zeros((num_groups, capacity), jnp.int32).at[sorted_group, position].set(
-      order.astype(jnp.int32), mode="drop")
-  filled = jnp.zeros((num_groups, capacity), bool).at[sorted_group, position].set(True, mode="drop")
-  overflow = jnp.max(jnp.bincount(group, length=num_groups)) > capacity
-  return index, filled, overflow
-
-
-def _instance_loss_grouped(v, kernel, bias, valid, group, slot, capacity):
-  g, _, _ = kernel.shape
-  index, filled, _ = group_batch(group, g, capacity)
-  vg = v[index].astype(jnp.promote_types(v.dtype, jnp.float32))  # [G, C, d]
-  logits = jnp.einsum("gcd,gmd->gcm", vg, kernel, precision=_PRECISION) + bias[:, None, :]
-  logits = jnp.where(valid[:, None, :], logits, _MASKED)
-  target = jnp.where(filled, slot[index], 0)  # empty blocks: any valid row (loss dropped)
-  per_block = jnp.where(filled, _cross_entropy(logits, target), 0.0)
-  # Back to batch order; an empty block points at image 0 and adds exactly 0.
-  return jnp.zeros(v.shape[0], per_block.dtype).at[index.reshape(-1)].add(per_block.reshape(-1))
-
-
-def instance_loss_within_super(v: jax.Array, kernel: jax.Array, bias: jax.Array, valid: jax.Array,
-                               group: jax.Array, slot: jax.Array, *, capacity: int
-                               ) -> tuple[jax.Array, jax.Array]:
-  """Eq. 5's ``l_B(x_i, y_i^I)`` at O(d * m) per image (Base-Indi_eff).
-
-  Each image is scored only against the ``m`` rows of its own super-class: the
-  batch is sorted into ``[G, capacity]`` blocks and each block multiplied by its
-  group's ``[m, d]`` weights (cost ``G * C * m * d`` instead of ``b * G * m * d``).
-  When a group holds more than ``capacity`` images of this batch the exact
-  masked computation runs instead (same loss, O(d * n)).
-
-  Args: as :func:`instance_loss_all`, plus ``capacity`` (static int >= 1).
-
-  Returns:
-    ``([b] per-image losses, overflow bool scalar)``.
-  """
-  if capacity < 1:
-    raise ValueError(f"capacity must be >= 1, got {capacity}")
-  g = kernel.shape[0]
-  overflow = jnp.max(jnp.bincount(group, length=g)) > capacity
-  loss = jax.lax.cond(
-      overflow,
-      lambda: instance_loss_within_super_masked(v, kernel, bias, valid, group, slot),
-      lambda: _instance_loss_grouped(v, kernel, bias, valid, group, slot, capacity))
-  return loss, overflow
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Softmax cross-entropy, ``[b, K], [b] -> [b]`` (float32): Eqs. 1-2's ``l(x, y)``."""
-  return _cross_entropy(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels)
-
-
-def base_indi_loss(super_logits: jax.Array, super_labels: jax.Array, instance_losses: jax.Array,
-                   instance_weight: float) -> jax.Array:
-  """Eq. 4 / Eq. 5 per image: ``l(x, y^B) + lambda_I * l(x, y^I)`` -> [b]."""
-  return cross_entropy(super_logits, super_labels) + instance_weight * instance_losses

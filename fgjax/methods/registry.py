@@ -64,7 +64,7 @@ def _hcl(name: str) -> spec.Method:
   return spec.Method(
       name=name, docs="supcon_hcl", config=functools.partial(supervised_config.hcl_config, name),
       presets=supervised_config.HCL_PRESETS, validate=supervised_config.validate, setup=base_indi.make_setup(supcon), hparams=supcon.hparams,
-      joint_step=supcon.supcon_step, super_logits=base_indi.super_logits_fn, needs_train_source=True)
+      joint_step=supcon.STEPS[name], super_logits=base_indi.super_logits_fn, needs_train_source=True)
 
 
 def _class_attentive() -> spec.Method:

@@ -30,11 +30,11 @@ import optax
 
 from fgjax.data import augment
 from fgjax.methods import base_indi
-from fgjax.methods import instance_head as ih
 from fgjax.methods import ssl_common as common
 from fgjax.models import heads as heads_lib
 from fgjax.models import encoders
 from fgjax.ops import contrastive_losses as cl
+from fgjax.ops import instance_losses
 
 
 PyTree = Any
@@ -51,7 +51,6 @@ class Networks:
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-  method: str
   image_size: int
   local_bn_groups: int
   crop_scale: tuple[float, float]
@@ -81,7 +80,7 @@ def hparams_from_config(cfg: ml_collections.ConfigDict, nets: Networks, num_devi
   s = cfg.get("supcon")
   loss = {} if s is None else dict(temperature=float(s.temperature), base_temperature=float(s.base_temperature),
                                    contrast_mode=s.contrast_mode, soft_weight=float(s.soft_weight))
-  return HParams(method=cfg.method, image_size=int(cfg.data.image_size),
+  return HParams(image_size=int(cfg.data.image_size),
                  local_bn_groups=max(1, cfg.model.bn_groups // num_devices),
                  crop_scale=(float(cfg.augment.scale[0]), float(cfg.augment.scale[1])), **loss)
 
@@ -121,48 +120,73 @@ def _encode(nets: Networks, params: PyTree, batch_stats: PyTree, x: jax.Array, g
   return common.encode(nets.encoder, params["encoder"], batch_stats, x, groups=groups)
 
 
-def loss_terms(params: PyTree, batch_stats: PyTree, views: jax.Array, batch: dict[str, jax.Array], *,
-               nets: Networks, hp: HParams) -> tuple[jax.Array, tuple[dict[str, jax.Array], PyTree]]:
-  """The objective on one device's views ``[V, b, S, S, 3]``; returns (loss, (metrics, stats))."""
-  num_views, b = views.shape[:2]
-  if hp.method == "ce":
-    v, stats = _encode(nets, params, batch_stats, views[0], hp.local_bn_groups)
-    logits = nets.fine_head.apply({"params": params["fine_head"]}, v)
-    loss = jnp.mean(ih.cross_entropy(logits, batch["fine_label"]))
-    return loss, ({"loss": loss, "train_top1_fine": jnp.mean(jnp.argmax(logits, -1) == batch["fine_label"])},
-                  stats)
-  # Each view is one BN pass (as the official code's torch.cat([x1, x2]) at batch 2b
-  # would mix the views' statistics; per view keeps the groups' size fixed).
-  encoded = [_encode(nets, params, batch_stats, views[i], hp.local_bn_groups) for i in range(num_views)]
-  v = jnp.stack([e[0] for e in encoded], axis=1)  # [b, V, n]
-  stats = jax.tree.map(lambda *s: sum(s) / num_views, *[e[1] for e in encoded])
-  z = nets.head.apply({"params": params["head"]}, v.reshape(b * num_views, -1)).reshape(b, num_views, -1)
-  gather = lambda x: jax.lax.all_gather(x, common.DATA_AXIS, axis=0, tiled=True)
-  z_all, species = gather(z), gather(batch["fine_label"])
-  kw = dict(temperature=hp.temperature, base_temperature=hp.base_temperature, contrast_mode=hp.contrast_mode)
-  if hp.method == "supcon":
-    per_anchor, has_positive = cl.supcon_loss(z_all, species, **kw)
-  else:
-    per_anchor, has_positive = cl.hcl_loss(z_all, species, gather(batch["super_label"]),
-                                           soft_weight=hp.soft_weight, **kw)
-  loss = cl.masked_mean(per_anchor, has_positive)
-  metrics = {"loss": loss, "anchors_without_positive": jnp.sum(~has_positive).astype(jnp.float32)}
-  return loss, (metrics, stats)
+def cross_entropy_objective(params: PyTree, batch_stats: PyTree, views: jax.Array, batch: dict[str, jax.Array], *,
+                            nets: Networks, hp: HParams) -> tuple[jax.Array, tuple[dict[str, jax.Array], PyTree]]:
+  """CE on the species (the SupCon paper's cross-entropy baseline), one view ``[1, b, S, S, 3]``.
+
+  Returns ``(loss, (metrics, new_batch_stats))``; the loss is this device's mean.
+  """
+  v, stats = _encode(nets, params, batch_stats, views[0], hp.local_bn_groups)
+  logits = nets.fine_head.apply({"params": params["fine_head"]}, v)
+  loss = jnp.mean(instance_losses.cross_entropy(logits, batch["fine_label"]))
+  return loss, ({"loss": loss, "train_top1_fine": jnp.mean(jnp.argmax(logits, -1) == batch["fine_label"])},
+                stats)
 
 
-def supcon_step(state: State, batch: dict[str, jax.Array], rng: jax.Array, *,
-                nets: Networks, hp: HParams, tx: optax.GradientTransformation
-                ) -> tuple[State, dict[str, jax.Array]]:
-  """One optimizer step of CE / SupCon / HCL (per device, under ``shard_map``)."""
-  step_rng = jax.random.fold_in(rng, state.step)
-  num_views = 1 if hp.method == "ce" else 2
-  views = _views(step_rng, common.to_float_images(batch["image"]), hp, num_views)
-  grads, (metrics, new_stats) = jax.grad(loss_terms, has_aux=True)(
-      state.params, state.batch_stats, views, batch, nets=nets, hp=hp)
-  grads, metrics, new_stats = common.mean_over_devices((grads, metrics, new_stats))
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=new_stats, opt_state=opt_state), metrics
+def supcon_anchors(z_all: jax.Array, batch_all: dict[str, jax.Array], hp: HParams):
+  """SupCon (Khosla et al. Eq. 2) on the species: ``(per-anchor loss, has a positive)``."""
+  return cl.supcon_loss(z_all, batch_all["fine_label"], temperature=hp.temperature,
+                        base_temperature=hp.base_temperature, contrast_mode=hp.contrast_mode)
+
+
+def hcl_anchors(z_all: jax.Array, batch_all: dict[str, jax.Array], hp: HParams):
+  """HCL: SupCon on the species with the genus's other species as soft positives (``soft_weight``)."""
+  return cl.hcl_loss(z_all, batch_all["fine_label"], batch_all["super_label"], soft_weight=hp.soft_weight,
+                     temperature=hp.temperature, base_temperature=hp.base_temperature,
+                     contrast_mode=hp.contrast_mode)
+
+
+def contrastive_objective(anchors):
+  """The objective of a supervised contrastive loss ``anchors(z_all [B, V, k], labels of the global batch,
+  hp) -> (per-anchor loss, has a positive)`` on two views ``[2, b, S, S, 3]``, over the global batch."""
+  def objective(params: PyTree, batch_stats: PyTree, views: jax.Array, batch: dict[str, jax.Array], *,
+                nets: Networks, hp: HParams) -> tuple[jax.Array, tuple[dict[str, jax.Array], PyTree]]:
+    num_views, b = views.shape[:2]
+    # Each view is one BN pass (as the official code's torch.cat([x1, x2]) at batch 2b
+    # would mix the views' statistics; per view keeps the groups' size fixed).
+    encoded = [_encode(nets, params, batch_stats, views[i], hp.local_bn_groups) for i in range(num_views)]
+    v = jnp.stack([e[0] for e in encoded], axis=1)  # [b, V, n]
+    stats = jax.tree.map(lambda *s: sum(s) / num_views, *[e[1] for e in encoded])
+    z = nets.head.apply({"params": params["head"]}, v.reshape(b * num_views, -1)).reshape(b, num_views, -1)
+    gather = lambda x: jax.lax.all_gather(x, common.DATA_AXIS, axis=0, tiled=True)  # noqa: E731
+    labels = {name: gather(batch[name]) for name in ("fine_label", "super_label")}
+    per_anchor, has_positive = anchors(gather(z), labels, hp)
+    loss = cl.masked_mean(per_anchor, has_positive)
+    metrics = {"loss": loss, "anchors_without_positive": jnp.sum(~has_positive).astype(jnp.float32)}
+    return loss, (metrics, stats)
+  return objective
+
+
+def make_step(objective, num_views: int):
+  """The per-device step (under ``shard_map``) of ``objective`` on ``num_views`` augmented views:
+  ``(state, batch, rng, *, nets, hp, tx) -> (state, metrics)``."""
+  def step(state: State, batch: dict[str, jax.Array], rng: jax.Array, *,
+           nets: Networks, hp: HParams, tx: optax.GradientTransformation) -> tuple[State, dict[str, jax.Array]]:
+    step_rng = jax.random.fold_in(rng, state.step)
+    views = _views(step_rng, common.to_float_images(batch["image"]), hp, num_views)
+    grads, (metrics, new_stats) = jax.grad(objective, has_aux=True)(
+        state.params, state.batch_stats, views, batch, nets=nets, hp=hp)
+    grads, metrics, new_stats = common.mean_over_devices((grads, metrics, new_stats))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         batch_stats=new_stats, opt_state=opt_state), metrics
+  return step
+
+
+# Each seed-H method's step, chosen by the methods' table (``registry``), never by its name inside the step.
+STEPS = {"ce": make_step(cross_entropy_objective, num_views=1),
+         "supcon": make_step(contrastive_objective(supcon_anchors), num_views=2),
+         "hcl": make_step(contrastive_objective(hcl_anchors), num_views=2)}
 
 
 def hparams(cfg: ml_collections.ConfigDict, setup: Any, num_devices: int) -> HParams:

@@ -33,6 +33,7 @@ from absl import app
 from absl import flags
 
 from fgjax.methods import instance_head as ih
+from fgjax.ops import instance_losses
 
 
 SETTINGS = {  # name: (n, G, d, b, balanced)
@@ -71,9 +72,9 @@ def measure(n: int, groups: int, d: int, b: int, balanced: bool, repeats: int) -
     batches.append((jnp.asarray(rng.normal(size=(b, d)).astype(np.float32)),
                     jnp.asarray(layout.group_of[ids]), jnp.asarray(layout.slot_of[ids])))
   variants = {
-      "all": lambda v, k, c, g, s: ih.instance_loss_all(v, k, c, valid, g, s),
-      "masked": lambda v, k, c, g, s: ih.instance_loss_within_super_masked(v, k, c, valid, g, s),
-      "grouped": lambda v, k, c, g, s: ih.instance_loss_within_super(v, k, c, valid, g, s, capacity=capacity)[0],
+      "all": lambda v, k, c, g, s: instance_losses.instance_loss_all(v, k, c, valid, g, s),
+      "masked": lambda v, k, c, g, s: instance_losses.instance_loss_within_super_masked(v, k, c, valid, g, s),
+      "grouped": lambda v, k, c, g, s: instance_losses.instance_loss_within_super(v, k, c, valid, g, s, capacity=capacity)[0],
   }
   out: dict[str, float] = {"n": n, "groups": groups, "d": d, "batch": b, "rows_per_group_m": layout.group_size,
                            "capacity": capacity}
