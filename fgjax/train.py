@@ -9,6 +9,7 @@ evaluation -> results. The step functions themselves live at module level in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,6 @@ from absl import logging
 from fgjax import errors
 from fgjax import optim
 from fgjax.config import blocks as config_blocks
-from fgjax.pretrained import shipped
 from fgjax.data import pipeline
 from fgjax.errors import ConfigError
 from fgjax.errors import DataError
@@ -41,6 +41,9 @@ from fgjax.infra import preemption
 from fgjax.infra import profiling
 from fgjax.infra import workdir as workdir_lib
 from fgjax.methods import registry
+from fgjax.pictures import make as pictures
+from fgjax.pretrained import init_from
+from fgjax.pretrained import shipped
 
 
 # The NaN guard also stops when the global L2 norm of the parameters passes this
@@ -153,7 +156,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     profiler = profiling.StepProfiler.from_config(cfg, workdir)  # checks the profile directory
     # Process 0 holds the lock for the processes of a multi-process run (one workdir).
     with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-      workdir_lib.check_resume_config(workdir, cfg)
+      workdir_lib.check_resume_config(workdir, cfg, registry.with_defaults)
       return _train_and_evaluate(cfg, workdir, mesh, profiler, started)
   except (DataError, ConfigError):
     # Bad input found before training: a workdir this run created holds only its config and lock. Remove it.
@@ -162,57 +165,44 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     raise
 
 
-def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
-                        profiler: profiling.StepProfiler, started: float) -> dict[str, Any]:
-  """:func:`train_and_evaluate` in a checked, locked workdir."""
-  num_devices = mesh.size
-  logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
-  is_main = jax.process_index() == 0
-  starts_from_weights = cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM
-  if is_main:
-    workdir_lib.write_config(workdir, cfg)
+@dataclasses.dataclass(frozen=True)
+class _Schedule:
+  """The run's step counts: ``pretrain`` decoder pre-training steps, then ``joint`` steps; ``last``: where
+  this invocation stops (``train.max_steps``, else ``total``)."""
+  pretrain: int
+  joint: int
+  last: int
 
-  # ---- data
-  data = pipeline.load_splits(cfg)
+  @property
+  def total(self) -> int:
+    return self.pretrain + self.joint
+
+
+def _check_data(cfg: ml_collections.ConfigDict, data: dict[str, Any]) -> None:
+  """The config's demands on the opened splits, found before anything compiles (ConfigError naming the field)."""
   num_train = len(data["train"])
-  for split, source in data.items():
-    logging.info("%s data: %s", split, source.description)
   if num_train < cfg.data.global_batch_size:
     raise ConfigError(f"config field 'data.global_batch_size': {cfg.data.global_batch_size} "
-                                 f"exceeds the {num_train} training images")
+                      f"exceeds the {num_train} training images")
   if cfg.eval.outlier_level == "super" and data["test"].super_names is None:
     raise ConfigError("config field 'eval.outlier_level': 'super' but "
-                                 f"{data['test'].description} has no super-class labels "
-                                 "(use 'auto', 'fine', or data.super_map)")
+                      f"{data['test'].description} has no super-class labels "
+                      "(use 'auto', 'fine', or data.super_map)")
   if max(cfg.eval.knn_ks) > num_train:  # found now, not at the first monitor step
     raise ConfigError(f"config field 'eval.knn_ks': k={max(cfg.eval.knn_ks)} exceeds the "
-                                 f"{num_train} training images")
-  batches = pipeline.train_batches(
-      data["train"], global_batch_size=cfg.data.global_batch_size, seed=cfg.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      transform=pipeline.train_transform(cfg, data["train"]))
+                      f"{num_train} training images")
 
-  # ---- model and optimizer
-  setup = registry.setup(cfg, num_train, train_source=data["train"])
-  nets = setup.nets
-  pretrain_steps = registry.pretrain_steps(cfg)
-  batches = pipeline.joint_phase_from_start(batches, pretrain_steps)
-  joint_steps = config_blocks.total_train_steps(cfg, num_train)
-  total_steps = pretrain_steps + joint_steps
-  last_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
-  hp = registry.hparams(cfg, setup, num_devices)
-  init_rng, step_rng = registry.rngs(cfg)
-  # Initialisation compiled as one program: op-by-op random init is slow on CPU.
-  state = jax.jit(setup.init_state)(init_rng)
-  state = parallel.replicate(mesh, state)
-  step_rng = parallel.replicate(mesh, step_rng)
 
-  # ---- resume
-  ckpt = checkpointing.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
-  start = 0
-  results: dict[str, Any] = {}
-  baseline_path = os.path.join(workdir, "random_init_eval.json")
-  initial_path = os.path.join(workdir, "initial_eval.json")  # model.init_from's encoder, untrained
+def _resume_or_start(cfg: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer, state: Any,
+                     setup: Any, data: dict[str, Any], baselines: dict[str, str]) -> tuple[Any, int]:
+  """``(state, start step)``: the newest good checkpoint, or a fresh run from ``state`` (the random init).
+
+  A fresh run first evaluates its baselines with the same protocol (process 0):
+  the encoder at random init (the floor) and, where the run starts from
+  ``model.init_from``'s encoder, that one untouched (the paper's "ImageNet
+  ResNet-50" row: did training on top of it help?), into ``baselines``'
+  ``random_init`` and ``initial`` files.
+  """
   ckpt.quarantine_incomplete()  # half-written or half-deleted folders: out of orbax's way
   latest = ckpt.latest_step()
   if latest is not None:
@@ -220,27 +210,86 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
       problem = checkpointing.shape_mismatch(state, ckpt.state_shapes(latest))
     except checkpointing.CheckpointError:
       problem = None  # damaged metadata: restore_latest_good falls back to an older step
-    if problem:  # a config.json edited or lost: the guard above could not see it
+    if problem:  # a config.json edited or lost: the config guard could not see it
       raise WorkdirError(f"checkpoint step {latest} in {ckpt.directory} is of another model: {problem}; "
                          "use another --workdir")
     state, start, restored_step = ckpt.restore_latest_good(state)
     logging.info("resumed from %s step %d (data position %d)", ckpt.directory, restored_step, start)
-  else:
-    # A fresh run. The baselines, evaluated with the same protocol: the encoder at random init (the floor)
-    # and, where the run starts from model.init_from's encoder (the source encoder, another run), that one
-    # untouched (the paper's "ImageNet ResNet-50" row: did training on top of it help?).
-    if cfg.eval.random_init_baseline and is_main:
-      _write_json(baseline_path, checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data))
-    state = registry.with_init_from(cfg, setup, state)
-    if cfg.eval.random_init_baseline and is_main and starts_from_weights:
-      _write_json(initial_path, checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data))
+    return state, start
+  evaluate = cfg.eval.random_init_baseline and jax.process_index() == 0
+  if evaluate:
+    _write_json(baselines["random_init"], checkpoint_eval.evaluate_state(cfg, setup.nets, jax.device_get(state),
+                                                                         data))
+  state = init_from.with_init_from(cfg, setup, state)
+  if evaluate and cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM:
+    _write_json(baselines["initial"], checkpoint_eval.evaluate_state(cfg, setup.nets, jax.device_get(state), data))
+  return state, 0
 
-  # ---- steps (module-level pure functions, compiled once each)
-  joint_fn, pretrain_fn = registry.step_functions(cfg, setup, hp)
-  pretrain_fn = parallel.data_parallel(pretrain_fn, mesh) if pretrain_fn else None
-  joint_fn = parallel.data_parallel(joint_fn, mesh)
+
+def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
+                        profiler: profiling.StepProfiler, started: float) -> dict[str, Any]:
+  """:func:`train_and_evaluate` in a checked, locked workdir: data, model, resume, loop, results."""
+  logging.info("%s", precision.describe(cfg.model.dtype, mesh.devices.flat))
+  if jax.process_index() == 0:
+    workdir_lib.write_config(workdir, cfg)
+
+  # ---- data
+  data = pipeline.load_splits(cfg)
+  for split, source in data.items():
+    logging.info("%s data: %s", split, source.description)
+  _check_data(cfg, data)
+  num_train = len(data["train"])
+  batches = pipeline.train_batches(
+      data["train"], global_batch_size=cfg.data.global_batch_size, seed=cfg.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      transform=pipeline.train_transform(cfg, data["train"]))
+
+  # ---- model and optimizer
+  setup = registry.setup(cfg, num_train, train_source=data["train"])
+  pretrain_steps = registry.pretrain_steps(cfg)
+  batches = pipeline.joint_phase_from_start(batches, pretrain_steps)
+  joint_steps = config_blocks.total_train_steps(cfg, num_train)
+  total_steps = pretrain_steps + joint_steps
+  schedule = _Schedule(pretrain=pretrain_steps, joint=joint_steps,
+                       last=min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps)
+  init_rng, step_rng = registry.rngs(cfg)
+  # Initialisation compiled as one program: op-by-op random init is slow on CPU.
+  state = parallel.replicate(mesh, jax.jit(setup.init_state)(init_rng))
+  step_rng = parallel.replicate(mesh, step_rng)
+
+  # ---- resume, or start (with the baselines' evaluations)
+  ckpt = checkpointing.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
+  baselines = {"random_init": os.path.join(workdir, "random_init_eval.json"),
+               "initial": os.path.join(workdir, "initial_eval.json")}  # model.init_from's encoder, untrained
+  state, start = _resume_or_start(cfg, ckpt, state, setup, data, baselines)
 
   # ---- loop
+  state, progress = _loop(cfg, workdir, mesh, setup, state, step_rng, batches, data, ckpt, profiler,
+                          schedule, start)
+
+  # ---- evaluation of the frozen encoder, results
+  if schedule.last < schedule.total:
+    logging.info("stopped at step %d of %d (train.max_steps); rerun to resume", schedule.last, schedule.total)
+  host = jax.device_get(state)
+  if jax.process_index() != 0:
+    return {}
+  return _write_results(cfg, workdir, setup, host, data, schedule, progress, baselines, mesh.size, started)
+
+
+def _loop(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any, setup: Any, state: Any, step_rng: jax.Array,
+          batches: Any, data: dict[str, Any], ckpt: checkpointing.Checkpointer,
+          profiler: profiling.StepProfiler, schedule: _Schedule, start: int) -> tuple[Any, _Progress]:
+  """Steps ``start`` .. ``schedule.last``, with the NaN guard, metrics, the kNN monitor and checkpoints.
+
+  Returns ``(state, progress)``. Raises NonFiniteLossError (before any
+  checkpoint of the bad step) and Preempted (SIGTERM/SIGINT: the step saved).
+  """
+  is_main = jax.process_index() == 0
+  pretrain_steps, last_step, total_steps = schedule.pretrain, schedule.last, schedule.total
+  # Module-level pure functions, compiled once each.
+  joint_fn, pretrain_fn = registry.step_functions(cfg, setup, registry.hparams(cfg, setup, mesh.size))
+  pretrain_fn = parallel.data_parallel(pretrain_fn, mesh) if pretrain_fn else None
+  joint_fn = parallel.data_parallel(joint_fn, mesh)
   # All processes enter the loop together, with the steps compiled: process 0
   # alone ran the random-init evaluation, compile times differ (distributed.barrier).
   if jax.process_count() > 1:
@@ -255,7 +304,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   it = pipeline.iterate_from(batches, start, read_threads=cfg.data.read_threads,
                              prefetch=cfg.data.prefetch_batches, num_workers=cfg.data.num_workers)
   logging.info("training %s: %d decoder pre-training + %d joint steps, %d device(s), start at %d",
-               cfg.method, pretrain_steps, joint_steps, num_devices, start)
+               cfg.method, pretrain_steps, schedule.joint, mesh.size, start)
   profiler.warn_if_outside(start, last_step)
 
   def last_good() -> str:
@@ -284,11 +333,11 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
 
   def monitor(step: int) -> None:
     """Online kNN of the current encoder (eval.knn_every), logged as metrics."""
-    scalars = checkpoint_eval.evaluate_state(cfg, nets, jax.device_get(state), data, monitor_only=True)
+    scalars = checkpoint_eval.evaluate_state(cfg, setup.nets, jax.device_get(state), data, monitor_only=True)
     writer.write(step, scalars)
     logging.info("[monitor] step %d %s", step, " ".join(f"{k}={100 * v:.2f}%" for k, v in scalars.items()))
 
-  lr_schedule = optim.learning_rate(cfg, joint_steps)
+  lr_schedule = optim.learning_rate(cfg, schedule.joint)
   stop = preemption.StopRequest()
   stop.install()
   try:
@@ -336,37 +385,38 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
     profiler.close()
     ckpt.close()
     writer.close()
+  return state, progress
 
-  # ---- evaluation of the frozen encoder, results
-  if last_step < total_steps:
-    logging.info("stopped at step %d of %d (train.max_steps); rerun to resume", last_step, total_steps)
-  host = jax.device_get(state)
-  if is_main:
-    results["trained"] = checkpoint_eval.evaluate_state(cfg, nets, host, data)
-    for section, path in (("random_init", baseline_path), ("initial", initial_path)):
-      if os.path.exists(path):
-        with open(path) as f:
-          results[section] = json.load(f)
-    results["run"] = {
-        "method": cfg.method, "steps": f"{last_step} of {total_steps} "
-        f"({pretrain_steps} decoder pre-training + {joint_steps} joint)",
-        "encoder": f"{cfg.model.encoder} width {cfg.model.width}",
-        "data": f"{data['train'].description}; {cfg.data.image_size}px",
-        "data wait": f"{100 * progress.wait_share():.1f}% of training time (windows without compilation)",
-        "devices": num_devices,
-        "seed": cfg.seed,
-    }
-    if starts_from_weights:
-      results["run"]["initial encoder"] = cfg.model.init_from  # evaluated untouched in 'initial'
-    # This process's time from the config check to here (a resumed run: this part only).
-    results["run"]["wall time s"] = round(time.perf_counter() - started, 1)
-    curve = curves.write_curve(workdir, title=f"fgjax {cfg.method}, seed {cfg.seed}: online kNN")
-    results["run"]["learning curve"] = (
-        "knn_curve.png" if curve else "no kNN monitor points (eval.knn_every = 0 or too few steps)")
-    results["curve"] = curve
-    report.write_results(workdir, results, title=f"fgjax {cfg.method}", curve=curve,
-                         initial=report.initial_name(cfg.model.get("init_from", "")))
-    if cfg.eval.pictures:
-      from fgjax.pictures import make as pictures
-      pictures.write_for_state(cfg, nets, host, data, workdir)
+
+def _write_results(cfg: ml_collections.ConfigDict, workdir: str, setup: Any, host: Any, data: dict[str, Any],
+                   schedule: _Schedule, progress: _Progress, baselines: dict[str, str], num_devices: int,
+                   started: float) -> dict[str, Any]:
+  """Process 0: the trained encoder's evaluation beside the baselines, results.json / results.md, the
+  learning curve and (``eval.pictures``) the pictures. Returns the results."""
+  results: dict[str, Any] = {"trained": checkpoint_eval.evaluate_state(cfg, setup.nets, host, data)}
+  for section, path in baselines.items():
+    if os.path.exists(path):
+      with open(path) as f:
+        results[section] = json.load(f)
+  results["run"] = {
+      "method": cfg.method, "steps": f"{schedule.last} of {schedule.total} "
+      f"({schedule.pretrain} decoder pre-training + {schedule.joint} joint)",
+      "encoder": f"{cfg.model.encoder} width {cfg.model.width}",
+      "data": f"{data['train'].description}; {cfg.data.image_size}px",
+      "data wait": f"{100 * progress.wait_share():.1f}% of training time (windows without compilation)",
+      "devices": num_devices,
+      "seed": cfg.seed,
+  }
+  if cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM:
+    results["run"]["initial encoder"] = cfg.model.init_from  # evaluated untouched in 'initial'
+  # This process's time from the config check to here (a resumed run: this part only).
+  results["run"]["wall time s"] = round(time.perf_counter() - started, 1)
+  curve = curves.write_curve(workdir, title=f"fgjax {cfg.method}, seed {cfg.seed}: online kNN")
+  results["run"]["learning curve"] = (
+      "knn_curve.png" if curve else "no kNN monitor points (eval.knn_every = 0 or too few steps)")
+  results["curve"] = curve
+  report.write_results(workdir, results, title=f"fgjax {cfg.method}", curve=curve,
+                       initial=report.initial_name(cfg.model.get("init_from", "")))
+  if cfg.eval.pictures:
+    pictures.write_for_state(cfg, setup.nets, host, data, workdir)
   return results

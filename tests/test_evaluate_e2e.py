@@ -13,7 +13,9 @@ from fgjax import errors
 from fgjax import train
 from fgjax.config import blocks as config_blocks
 from fgjax.evaluate import checkpoint_eval
+from fgjax.evaluate import restore
 from fgjax.methods import registry
+from fgjax.pretrained import init_from
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +201,7 @@ def test_command_line_evaluation_and_one_line_errors(run_copy, tmp_path):
 
 
 def _frozen_encoder(workdir):
-  restored = checkpoint_eval.restore_run(workdir)
+  restored = restore.restore_run(workdir)
   frozen = registry.frozen_model(restored.train_cfg, restored.setup.nets, restored.state)
   return frozen.params, frozen.batch_stats
 
@@ -214,7 +216,7 @@ def test_init_from_a_run_directory_starts_with_exactly_its_encoder(trained_run):
     data = pipeline.load_splits(cfg)
     setup = registry.setup(cfg, num_train=1, train_source=data["train"])
     fresh = jax.device_get(jax.jit(setup.init_state)(registry.rngs(cfg)[0]))
-    state = registry.with_init_from(cfg, setup, fresh)
+    state = init_from.with_init_from(cfg, setup, fresh)
     jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], params)
     jax.tree.map(np.testing.assert_array_equal, state.batch_stats, batch_stats)
     others = [k for k in state.params if k != "encoder"]

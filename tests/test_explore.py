@@ -22,7 +22,7 @@ from PIL import Image
 from fgjax import errors
 from fgjax import train
 from fgjax.data import pipeline
-from fgjax.evaluate import checkpoint_eval
+from fgjax.evaluate import restore
 from fgjax.evaluate import features as features_lib
 from fgjax.evaluate import retrieval
 from fgjax.explore import config as config_lib
@@ -71,7 +71,7 @@ def _copy(workdir, tmp_path, name):
 
 def _features(workdir, split="test"):
   """The run's features and labels, extracted here independently of the explorer."""
-  restored = checkpoint_eval.restore_run(workdir)
+  restored = restore.restore_run(workdir)
   cfg = restored.train_cfg
   model = registry.frozen_model(cfg, restored.setup.nets, restored.state)
   source = restored.data[split]

@@ -22,6 +22,7 @@ import pytest
 
 from fgjax import train
 from fgjax.evaluate import checkpoint_eval
+from fgjax.evaluate import restore
 from fgjax.infra import checkpointing
 from fgjax.infra import metrics_writer
 from fgjax.infra import preemption
@@ -277,11 +278,11 @@ def test_damaged_latest_step_falls_back_for_resume_and_evaluate(finished_run, tm
   assert steps == [4, 6, 8]
   os.remove(_array_files(os.path.join(ckpt_dir, "8"))[0])  # one array file of the latest step
   # Evaluate: the latest good step, read-only.
-  restored = checkpoint_eval.restore_run(workdir)
+  restored = restore.restore_run(workdir)
   assert restored.step == 6
   # Asking for the damaged step by number is one error naming it.
   with pytest.raises(checkpoint_eval.EvaluationError, match=r"checkpoint step 8 .* is damaged"):
-    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
+    restore.restore_run(workdir, checkpoint_step=8)
   # Resume: step 6 restored, step 8 moved aside (kept) and trained again.
   _run(_config(), workdir)
   assert os.path.isdir(os.path.join(workdir, checkpointing.DAMAGED_DIR, "8"))
@@ -310,9 +311,9 @@ def test_flipped_bytes_inside_an_array_file_fall_back_to_the_step_before(finishe
     data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
     f.seek(0)
     f.write(data)
-  assert checkpoint_eval.restore_run(workdir).step == 6
+  assert restore.restore_run(workdir).step == 6
   with pytest.raises(checkpoint_eval.EvaluationError, match=r"checkpoint step 8 .* is damaged"):
-    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
+    restore.restore_run(workdir, checkpoint_step=8)
   _run(_config(), workdir)  # resume: step 6, then step 8 trained again
   assert os.path.isdir(os.path.join(workdir, checkpointing.DAMAGED_DIR, "8"))
   _assert_same_state(_final(workdir)[2], _final(finished_run)[2])
@@ -328,10 +329,10 @@ def test_a_step_whose_content_differs_from_its_digests_names_the_array(finished_
     json.dump(digests, f)
   with pytest.raises(checkpoint_eval.EvaluationError,
                      match=r"checkpoint step 8 .* is damaged \(array queue differs from the digest"):
-    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
-  assert checkpoint_eval.restore_run(workdir).step == 6
+    restore.restore_run(workdir, checkpoint_step=8)
+  assert restore.restore_run(workdir).step == 6
   os.remove(path)  # a step saved before digests existed: read, not verified
-  assert checkpoint_eval.restore_run(workdir, checkpoint_step=8).step == 8
+  assert restore.restore_run(workdir, checkpoint_step=8).step == 8
 
 
 def test_missing_metadata_or_half_deleted_step_is_not_a_step(finished_run, tmp_path):
@@ -345,8 +346,8 @@ def test_missing_metadata_or_half_deleted_step_is_not_a_step(finished_run, tmp_p
   finally:
     ckpt.close()
   with pytest.raises(checkpoint_eval.EvaluationError, match=r"step 8 .* incomplete \(no state/_METADATA\)"):
-    checkpoint_eval.restore_run(workdir, checkpoint_step=8)
-  assert checkpoint_eval.restore_run(workdir).step == 6
+    restore.restore_run(workdir, checkpoint_step=8)
+  assert restore.restore_run(workdir).step == 6
   # Resume: both folders moved aside (orbax would not save step 8 again over one), step 8 redone.
   _run(_config(), workdir)
   assert sorted(os.listdir(os.path.join(workdir, checkpointing.DAMAGED_DIR))) == ["4", "8"]
@@ -371,7 +372,7 @@ def test_evaluation_names_a_newer_incomplete_step_it_skips(finished_run, tmp_pat
   workdir = _copy(finished_run, tmp_path / "run")
   os.remove(os.path.join(workdir, "checkpoints", "8", "state", "_METADATA"))
   caplog.set_level("WARNING")
-  assert checkpoint_eval.restore_run(workdir).step == 6
+  assert restore.restore_run(workdir).step == 6
   assert "evaluating checkpoint step 6" in caplog.text and "folder(s) [8] are incomplete" in caplog.text
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 from typing import Any
+from typing import Sequence
 
 
 _LEGEND = ("Fractions in %. probe{P}: linear probe on P % of the train labels; knn{k}: weighted "
@@ -161,3 +162,27 @@ def append_evaluation(workdir: str, key: str, sections: dict[str, dict[str, Any]
   lines += _table(sections)
   with open(os.path.join(workdir, "results.md"), "a") as f:
     f.write("\n".join(lines) + "\n")
+
+
+PICTURES_SECTION = "## Pictures"
+
+
+def replace_section(workdir: str, section: str, body: Sequence[str]) -> None:
+  """Replaces the ``section`` ("## Title") of ``results.md`` with ``body`` lines (appended if missing)."""
+  md = os.path.join(workdir, "results.md")
+  text = open(md).read() if os.path.exists(md) else ""
+  if section in text:
+    head, _, tail = text.partition(section)
+    nxt = tail.find("\n## ")
+    text = head.rstrip("\n") + ("\n" + tail[nxt:] if nxt >= 0 else "")
+  with open(md, "w") as f:
+    f.write(text.rstrip("\n") + "\n" + "\n".join(["", section, "", *body]))
+
+
+def link_pictures(workdir: str, paths: dict[str, str]) -> None:
+  """Replaces the "Pictures" section of ``results.md`` with links to ``paths`` (created if missing)."""
+  lines = []
+  for name, path in paths.items():
+    rel = os.path.relpath(path, workdir)
+    lines += [f"### {name}", "", f"![{name}]({rel})", ""]
+  replace_section(workdir, PICTURES_SECTION, lines)

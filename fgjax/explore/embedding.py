@@ -6,7 +6,7 @@ metrics count: cosine, leave-one-out, ties to the lower index) and the
 outliers ``retrieval.nearest_centroid_flags`` (the flags the evaluation suite
 counts as ``outliers_{level}``), both on the WHOLE split; only the 2-D map is
 drawn on a seeded subset when the split is larger than ``max_points``. The map
-is ``fgjax.pictures.views.tsne`` (the pictures' t-SNE) or UMAP.
+is ``fgjax.pictures.draw.tsne`` (the pictures' t-SNE) or UMAP.
 
 Arrays indexed by image are over the whole split (``N`` rows, position =
 the record's index in the split); rows that were not mapped or not queried
@@ -36,6 +36,7 @@ from fgjax.evaluate import features as features_lib
 from fgjax.evaluate import retrieval
 from fgjax.evaluate import suite
 from fgjax.methods import registry
+from fgjax.pictures import draw
 from fgjax.pictures import views
 
 
@@ -134,7 +135,7 @@ def two_d_map(features: np.ndarray, *, name: str, seed: int) -> np.ndarray:
     reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed,
                         n_neighbors=min(15, features.shape[0] - 1))
     return np.asarray(reducer.fit_transform(np.asarray(features, np.float32)), np.float32)
-  return np.asarray(views.tsne(features, seed=seed), np.float32)  # one OpenMP thread up to 2,000 points
+  return np.asarray(draw.tsne(features, seed=seed), np.float32)  # one OpenMP thread up to 2,000 points
 
 
 def subset(size: int, max_points: int, seed: int) -> np.ndarray:

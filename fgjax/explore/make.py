@@ -23,6 +23,8 @@ import ml_collections
 from absl import logging
 
 from fgjax.errors import ExplorerError
+from fgjax.evaluate import report
+from fgjax.evaluate import restore
 from fgjax.explore import config as config_lib
 from fgjax.explore import embedding as embedding_lib
 from fgjax.explore import page as page_lib
@@ -83,10 +85,8 @@ def make_explorer(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     ConfigError: a bad field.
     ExplorerError: Bokeh (or pyarrow, umap-learn) missing, runs on different data, a
       run without images.
-    checkpoint_eval.EvaluationError: a run or checkpoint that cannot be read.
+    EvaluationError: a run or checkpoint that cannot be read (``fgjax.evaluate.restore``).
   """
-  from fgjax.evaluate import checkpoint_eval
-
   config_lib.validate(cfg)
   # A missing extra fails before any work.
   page_lib.bokeh()
@@ -96,7 +96,7 @@ def make_explorer(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   runs, data = [], None
   for w in config_lib.workdirs(cfg):
     _check_image_run(w)
-    restored = checkpoint_eval.restore_run(w, checkpoint_step=cfg.checkpoint_step)
+    restored = restore.restore_run(w, checkpoint_step=cfg.checkpoint_step)
     data = restored.data if data is None else data
     label = pictures_make.run_label(restored.train_cfg, w, [r.label for r, _, _ in runs])
     runs.append((views.Run(label=label, cfg=restored.train_cfg, nets=restored.setup.nets, state=restored.state),
@@ -138,4 +138,4 @@ def link_in_results(workdir: str, page: str, exports: list[str], ex: embedding_l
   for p in kept:
     r = os.path.relpath(p, workdir)
     lines += [f"- export: [{r}]({r})"]
-  pictures_make.replace_section(workdir, _SECTION, lines + ([""] if exports else []))
+  report.replace_section(workdir, _SECTION, lines + ([""] if exports else []))

@@ -28,6 +28,9 @@ import os
 import shutil
 import socket
 from typing import Any
+from typing import Callable
+
+import ml_collections
 
 from fgjax.errors import WorkdirError  # (re-exported: raised here)
 from fgjax.infra import fs
@@ -162,28 +165,25 @@ def changed_fields(saved: dict[str, Any], wanted: dict[str, Any]) -> dict[str, t
   return changed
 
 
-def check_resume_config(workdir: str, cfg: Any) -> None:
+def check_resume_config(workdir: str, cfg: Any, with_defaults: Callable[[Any], Any]) -> None:
   """Refuses a run whose config differs from the workdir's ``config.json`` in a field that matters.
 
   Only a workdir that already holds checkpoints is checked: without one the run
   starts from scratch and its ``config.json`` is rewritten. The saved config is
-  completed with today's defaults first (``fgjax.methods.registry.with_defaults``), so a run
-  of an older fgjax compares on what it ran with.
+  completed with today's defaults first (``with_defaults``: the trainer passes
+  ``fgjax.methods.registry.with_defaults``), so a run of an older fgjax compares
+  on what it ran with.
 
   Raises:
     WorkdirError: naming up to five of the changed fields, old -> new.
   """
-  import ml_collections
-
-  from fgjax.methods import registry  # (imports the methods: only when resuming)
-
   path = os.path.join(workdir, "config.json")
   checkpoints = os.path.join(workdir, "checkpoints")
   if not (os.path.isfile(path) and os.path.isdir(checkpoints) and os.listdir(checkpoints)):
     return
   try:
     with open(path) as f:
-      saved_cfg = registry.with_defaults(ml_collections.ConfigDict(json.load(f)))
+      saved_cfg = with_defaults(ml_collections.ConfigDict(json.load(f)))
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} cannot be read ({e}); it describes the checkpoints in {checkpoints}: "
                        "restore it, or use another --workdir") from None

@@ -14,16 +14,15 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
-from absl import logging
 
-from fgjax.config import blocks as config_blocks
 from fgjax.config import ssl as ssl_config
 from fgjax.config import supervised as supervised_config
 from fgjax.config import upgrade
 from fgjax.errors import ConfigError
 from fgjax.methods import base_indi
 from fgjax.methods import byol
+from fgjax.methods import class_attentive
+from fgjax.methods.class_attentive import config as ca_config
 from fgjax.methods import moco
 from fgjax.methods import perturb_ssl
 from fgjax.methods import simclr
@@ -31,7 +30,6 @@ from fgjax.methods import simsiam
 from fgjax.methods import spec
 from fgjax.methods import ssl_common
 from fgjax.methods import supcon
-from fgjax.pretrained import load as pretrained_load
 
 
 Method = spec.Method
@@ -69,8 +67,6 @@ def _hcl(name: str) -> spec.Method:
 
 def _class_attentive() -> spec.Method:
   """Seed A on the toy circles: its own schema and loop (tiny vectors, one ``lax.scan`` per epoch)."""
-  from fgjax.methods import class_attentive
-  from fgjax.methods.class_attentive import config as ca_config
   return spec.Method(name="class_attentive", docs="class_attentive", config=ca_config.class_attentive_config,
                      presets=tuple(ca_config._PRESET_FNS), validate=lambda cfg, **_: ca_config.validate(cfg), run=class_attentive.train_and_evaluate)
 
@@ -159,34 +155,6 @@ def rngs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
   """``(init_rng, step_rng)`` of a run: the random-init baseline re-creates the same init."""
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
   return init_rng, step_rng
-
-
-def with_init_from(cfg: ml_collections.ConfigDict, s: spec.Setup, state: Any) -> Any:
-  """``state`` with its encoder from ``cfg.model.init_from`` (a weights file or an fgjax run); unchanged
-  for a random initialisation ('' or 'none'). Logs what was loaded, ignored and left at its initialisation.
-
-  The loaded arrays go where the state's arrays are (their shardings: replicated over a mesh).
-
-  Raises:
-    PretrainedError: the file cannot initialise this encoder (one line naming the tensor).
-  """
-  path = cfg.model.get("init_from", "")
-  if path in config_blocks.INIT_RANDOM:
-    return state
-  template = {"params": state.params["encoder"], "batch_stats": state.batch_stats}
-  variables, report = pretrained_load.encoder_variables(path, s.nets.encoder, template)
-  logging.info("%s", report.summary())
-  others = sorted(k for k in state.params if k != "encoder")
-  logging.info("left at their initialisation: %s", ", ".join(others) if others else "nothing (the encoder only)")
-
-  def like(new: np.ndarray, old: Any) -> Any:  # a device array where the state's is one, else host
-    return jax.device_put(new, old.sharding) if isinstance(old, jax.Array) else np.array(new)
-
-  def place() -> tuple[Any, Any]:
-    placed = jax.tree.map(like, variables, {k: template[k] for k in variables})
-    return placed["params"], placed.get("batch_stats", state.batch_stats)
-
-  return get(cfg.method).with_encoder(state, place)  # the host copy is freed on return
 
 
 def frozen_model(cfg: ml_collections.ConfigDict, nets: Any, state: Any) -> spec.FrozenModel:

@@ -31,6 +31,8 @@ from fgjax.config.fields import require
 from fgjax.data import pipeline
 from fgjax.errors import ConfigError
 from fgjax.evaluate import features as features_lib
+from fgjax.evaluate import report
+from fgjax.evaluate import restore
 from fgjax.methods import registry
 from fgjax.pictures import draw
 from fgjax.pictures import views
@@ -38,7 +40,6 @@ from fgjax.pictures.draw import PicturesError
 
 
 PICTURES = ("gradcam", "pairs", "feature_dims", "attention", "tsne", "retrieval")
-_SECTION = "## Pictures"
 
 
 def pictures_block() -> ml_collections.ConfigDict:
@@ -247,7 +248,7 @@ def draw_runs(runs: Sequence[views.Run], data: dict[str, Any], out_dir: str,
       if keep.size > p.tsne_max_points:
         keep = np.sort(rng.choice(keep.size, p.tsne_max_points, replace=False))
       for r in runs:
-        xy = views.tsne(test_features(r)["features"][keep], seed=p.seed)
+        xy = draw.tsne(test_features(r)["features"][keep], seed=p.seed)
         panels[f"{r.label}: fine classes"] = (xy, fine[keep], _class_names(test, "fine"))
         if has_super:
           panels[f"{r.label}: super-classes"] = (xy, np.asarray(test.super_labels)[keep],
@@ -283,33 +284,12 @@ def _two_fine_classes(source: Any) -> list[int]:
   return [int(classes[0]), int(classes[1])]
 
 
-def replace_section(workdir: str, section: str, body: Sequence[str]) -> None:
-  """Replaces the ``section`` ("## Title") of ``results.md`` with ``body`` lines (appended if missing)."""
-  md = os.path.join(workdir, "results.md")
-  text = open(md).read() if os.path.exists(md) else ""
-  if section in text:
-    head, _, tail = text.partition(section)
-    nxt = tail.find("\n## ")
-    text = head.rstrip("\n") + ("\n" + tail[nxt:] if nxt >= 0 else "")
-  with open(md, "w") as f:
-    f.write(text.rstrip("\n") + "\n" + "\n".join(["", section, "", *body]))
-
-
-def link_in_results(workdir: str, paths: dict[str, str]) -> None:
-  """Replaces the "Pictures" section of ``results.md`` with links to ``paths`` (created if missing)."""
-  lines = []
-  for name, path in paths.items():
-    rel = os.path.relpath(path, workdir)
-    lines += [f"### {name}", "", f"![{name}]({rel})", ""]
-  replace_section(workdir, _SECTION, lines)
-
-
 def write_for_state(cfg: ml_collections.ConfigDict, nets: Any, state: Any, data: dict[str, Any],
                     workdir: str) -> dict[str, str]:
   """The end-of-training hook (``eval.pictures=True``): every applicable picture of ``state``."""
   run = views.Run(label=_label(cfg, workdir), cfg=cfg, nets=nets, state=state)
   paths = draw_runs([run], data, os.path.join(workdir, "pictures"), pictures_block())
-  link_in_results(workdir, paths)
+  report.link_pictures(workdir, paths)
   return paths
 
 
@@ -320,23 +300,21 @@ def make_pictures(cfg: ml_collections.ConfigDict) -> dict[str, str]:
     ConfigError: a bad field.
     PicturesError: a picture that does not apply, runs on different data,
       matplotlib missing.
-    checkpoint_eval.EvaluationError: a run or checkpoint that cannot be read.
+    EvaluationError: a run or checkpoint that cannot be read (``fgjax.evaluate.restore``).
   """
-  from fgjax.evaluate import checkpoint_eval
-
   requested = validate(cfg)
   draw.pyplot()
   workdirs = [cfg.workdir] + [w.strip() for w in str(cfg.compare_workdirs).split(",") if w.strip()]
   runs, data = [], None
   for w in workdirs:
-    restored = checkpoint_eval.restore_run(w, checkpoint_step=cfg.checkpoint_step)
+    restored = restore.restore_run(w, checkpoint_step=cfg.checkpoint_step)
     data = restored.data if data is None else data
     label = run_label(restored.train_cfg, w, [r.label for r in runs])
     runs.append(views.Run(label=label, cfg=restored.train_cfg,
                           nets=restored.setup.nets, state=restored.state))
   workdir = os.path.abspath(cfg.workdir)
   paths = draw_runs(runs, data, os.path.join(workdir, "pictures"), cfg.pictures, requested)
-  link_in_results(workdir, paths)
+  report.link_pictures(workdir, paths)
   for name, path in paths.items():
     logging.info("wrote %s: %s", name, path)
   return paths

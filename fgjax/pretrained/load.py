@@ -28,6 +28,7 @@ import dataclasses
 import os
 import time
 from typing import Any
+from typing import Callable
 
 from flax import traverse_util
 import jax
@@ -113,15 +114,20 @@ def check_against(converted: convert.Converted, template: dict[str, Any], source
   return traverse_util.unflatten_dict({path: np.asarray(got[path], dtype=want[path].dtype) for path in want})
 
 
-def encoder_variables(path: str, encoder: Any, template: dict[str, Any]) -> tuple[dict[str, Any], LoadReport]:
+def encoder_variables(path: str, encoder: Any, template: dict[str, Any], *,
+                      read_run: Callable[[str], convert.Converted] | None = None
+                      ) -> tuple[dict[str, Any], LoadReport]:
   """The encoder's ``{'params', 'batch_stats'}`` from ``path`` (see the module docstring).
 
   Args:
-    path: a weights file or an fgjax run directory.
+    path: a weights file, a shipped name, or an fgjax run directory.
     encoder: the Flax encoder module.
     template: the encoder's own variables at init (arrays or ShapeDtypeStructs),
       ``{'params': ..., 'batch_stats': ...}`` (an empty ``batch_stats`` for
       encoders without BatchNorm).
+    read_run: ``workdir -> convert.Converted``, a run directory's encoder
+      (``fgjax.pretrained.init_from.run_directory_encoder``: restoring a run
+      needs the methods' table, which this module does not import).
 
   Returns:
     ``(variables, report)``: host NumPy arrays shaped as ``template``.
@@ -134,7 +140,10 @@ def encoder_variables(path: str, encoder: Any, template: dict[str, Any]) -> tupl
     path = shipped.resolve(path)
   template = {k: v for k, v in template.items() if jax.tree_util.tree_leaves(v)}
   if os.path.isdir(path):
-    converted = run_directory_encoder(path)
+    if read_run is None:
+      raise PretrainedError(f"model.init_from: {path} is a directory (an fgjax run): read it with "
+                            "fgjax.pretrained.init_from")
+    converted = read_run(path)
   else:
     tensors = convert.Tensors(read_tensors(path), path)
     converted = _convert(encoder, tensors, template)
@@ -144,20 +153,3 @@ def encoder_variables(path: str, encoder: Any, template: dict[str, Any]) -> tupl
   report = LoadReport(source=path, loaded=len(leaves), numbers=int(sum(x.size for x in leaves)),
                       ignored=converted.ignored, seconds=time.perf_counter() - start)
   return variables, report
-
-
-def run_directory_encoder(workdir: str) -> convert.Converted:
-  """The encoder of an fgjax run's latest good checkpoint, as :class:`convert.Converted`."""
-  # pylint: disable=import-outside-toplevel
-  from fgjax.errors import EvaluationError
-  from fgjax.evaluate import checkpoint_eval
-  from fgjax.methods import registry
-  try:
-    restored = checkpoint_eval.restore_run(workdir)
-  except EvaluationError as e:
-    raise PretrainedError(f"model.init_from: run directory {workdir}: {e}") from None
-  frozen = registry.frozen_model(restored.train_cfg, restored.setup.nets, restored.state)
-  variables = {path: np.asarray(x) for path, x in traverse_util.flatten_dict(
-      {"params": frozen.params, "batch_stats": frozen.batch_stats}).items()}
-  return convert.Converted(variables, ignored=[f"the run's other networks ({restored.train_cfg.method}: heads, "
-                                               f"optimizer state), step {restored.step}"])

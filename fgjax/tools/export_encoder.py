@@ -27,12 +27,12 @@ def export(workdir: str, dst: str) -> tuple[int, int, int]:
   from safetensors.numpy import save_file
 
   from fgjax.errors import PretrainedError
-  from fgjax.evaluate import checkpoint_eval
+  from fgjax.evaluate import restore
   from fgjax.methods import registry
   from fgjax.models import resnet
   from fgjax.pretrained import layout_resnet
 
-  restored = checkpoint_eval.restore_run(workdir)
+  restored = restore.restore_run(workdir)
   encoder = restored.setup.nets.encoder
   if not isinstance(encoder, resnet.ResNet):
     raise PretrainedError(f"{workdir}: its encoder is a {type(encoder).__name__}; only ResNets are exported")

@@ -33,6 +33,7 @@ from fgjax.data import circles
 from fgjax.evaluate.linear_probe import ProbeHParams
 from fgjax.evaluate.linear_probe import linear_probe
 from fgjax.methods.class_attentive import model as model_lib
+from fgjax.pictures import draw
 
 
 _EPS = 1e-8
@@ -162,15 +163,11 @@ def tsne_png(features, labels, path: str, title: str, *, seed: int = 0, max_poin
   Raises:
     PicturesError: matplotlib is missing (the optional extra 'plots').
   """
-  # Imported here: matplotlib is an optional extra, needed only with eval.tsne.
-  from fgjax.pictures import draw
-  from fgjax.pictures import views
-
   draw.pyplot()
   features, labels = np.asarray(features, np.float64), np.asarray(labels)
   if features.shape[0] > max_points:
     keep = np.sort(np.random.default_rng(seed).choice(features.shape[0], max_points, replace=False))
     features, labels = features[keep], labels[keep]
-  xy = views.tsne(features, seed=seed)
+  xy = draw.tsne(features, seed=seed)
   names = [f"class {c}" for c in range(int(labels.max()) + 1)]
   return draw.embedding_scatter(path, {"test embeddings z": (xy, labels, names)}, title=title)

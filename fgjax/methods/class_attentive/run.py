@@ -101,9 +101,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[st
   }
   report.write_results(workdir, results, title=f"Class-attentive contrastive ({variant}) on circles")
   if pictures:
-    # Imported here: fgjax.pictures.make pulls in the image pipeline, needed only with eval.tsne.
-    from fgjax.pictures import make as pictures_lib
-    pictures_lib.link_in_results(workdir, pictures)
+    report.link_pictures(workdir, pictures)
   logging.info("held-out probe %.4f, all-samples probe %.4f, std_ratio %.4f",
                results["trained"]["probe_test_top1"], results["trained"]["probe_all_top1"],
                results["trained"]["std_ratio"])
