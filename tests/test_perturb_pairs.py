@@ -10,7 +10,6 @@
   of step ``t``.
 """
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -178,7 +177,7 @@ def test_a_perturb_joint_step_draws_its_bases_keys_and_batches():
   pretrain = hp.joint_start_step
   assert pretrain == cfg.perturb.decoder_pretrain_steps > 0
   rng = jax.random.PRNGKey(5)
-  at = lambda step: dataclasses.replace(state, step=jnp.asarray(step, jnp.int32))  # noqa: E731
+  at = lambda step: state.replace(base=state.base.replace(step=jnp.asarray(step, jnp.int32)))  # noqa: E731
   base_key = perturb_ssl.step_keys(rng, at(pretrain + 7), hp)[0]
   np.testing.assert_array_equal(jax.random.key_data(base_key) if base_key.dtype != jnp.uint32 else base_key,
                                 jax.random.fold_in(rng, 7))

@@ -122,5 +122,5 @@ def test_the_step_changed_something(one_and_four):
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params["encoder"]),
                                                             jax.tree.leaves(init.params["encoder"])))
   assert moved > 20 * ATOL
-  assert not np.allclose(s1.queue, init.queue)
+  assert not np.allclose(s1.base.queue, init.base.queue)
   assert all(np.isfinite(m["loss"]) for m in m1)
