@@ -39,7 +39,8 @@ def expects_weights(init_from: str) -> bool:
 
 
 def validate_encoder(m: ml_collections.ConfigDict, image_size: int) -> None:
-  """Checks ``model.encoder`` (and that it takes ``image_size`` px images) and ``model.init_from``;
+  """Checks ``model.encoder`` (and that it takes ``image_size`` px images), ``model.conv_impl`` and
+  ``model.init_from``;
   ConfigError names the field(s).
 
   The CIFAR stem (3x3, no max-pool) cannot take ImageNet ResNet weights (7x7
@@ -52,6 +53,9 @@ def validate_encoder(m: ml_collections.ConfigDict, image_size: int) -> None:
   problem = encoders.image_size_problem(m, image_size)
   if problem:
     raise ConfigError(f"config fields 'model.encoder' and 'data.image_size': {image_size} px: {problem}")
+  from fgjax.ops import conv  # pylint: disable=import-outside-toplevel
+  impl = m.get("conv_impl", "xla")
+  require(impl in conv.IMPLEMENTATIONS, "model.conv_impl", f"expected one of {conv.IMPLEMENTATIONS}, got {impl!r}")
   init = m.get("init_from", "")
   require(isinstance(init, str), "model.init_from", f"expected a path, 'source', '' or 'none', got {init!r}")
   from fgjax.pretrained import shipped  # pylint: disable=import-outside-toplevel

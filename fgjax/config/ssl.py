@@ -125,6 +125,10 @@ def ssl_config(method: str, blocks: Sequence[Block], preset: str | None = None) 
   # 'none' = a random initialisation; or a .safetensors / .pth file or an fgjax run directory.
   c.model.init_from = "source"
   c.model.dtype = "float32"
+  # Convolutions: 'auto' = XLA's on GPU/TPU; on a CPU, the weight gradient of the large layers as
+  # per-tap matmuls (fgjax.ops.conv: the same values to float32 rounding, up to 4x faster per layer);
+  # 'xla' = XLA's everywhere; 'matmul_dw' = the matmuls in every layer. ResNet only.
+  c.model.conv_impl = "auto"
   # Global number of BatchNorm groups ("devices" of the MoCo paper). The batch is
   # split into this many groups, each normalised with its own statistics, the
   # groups spread over the devices (bn_groups / num_devices per device). Keeping

@@ -445,7 +445,8 @@ def networks_with_decoder(base_networks):
   def networks(cfg: ml_collections.ConfigDict) -> common.Networks:
     m = cfg.model
     decoder = decoder_lib.Decoder(image_size=cfg.data.image_size, base_channels=m.decoder_channels,
-                                  num_upsamples=m.decoder_upsamples, dtype=jnp.dtype(m.dtype))
+                                  num_upsamples=m.decoder_upsamples, dtype=jnp.dtype(m.dtype),
+                                  conv_impl=m.get("conv_impl", "xla"))
     return dataclasses.replace(base_networks(cfg), decoder=decoder)
   return networks
 

@@ -24,6 +24,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fgjax.ops import conv as conv_ops
+
 
 _UPSAMPLES = ("resize", "transpose")
 
@@ -42,6 +44,8 @@ class Decoder(nn.Module):
       use_group_norm: GroupNorm after each conv but the last (groups =
         gcd(channels, 8)); False gives a plain conv/ReLU stack.
       dtype: compute dtype; parameters float32, output float32.
+      conv_impl: the 3x3 convs' implementation, as the ResNet's
+        (``fgjax.ops.conv``: ``'xla'``, ``'matmul_dw'`` or ``'auto'``).
     """
 
     image_size: int
@@ -51,6 +55,7 @@ class Decoder(nn.Module):
     upsample: str = "resize"
     use_group_norm: bool = True
     dtype: Any = jnp.float32
+    conv_impl: str = "xla"
 
     def _check(self):
         if self.num_upsamples < 0:
@@ -82,6 +87,7 @@ class Decoder(nn.Module):
           ``[B, image_size, image_size, 3]`` float32 images in normalised space.
         """
         self._check()
+        conv = conv_ops.for_impl(self.conv_impl)
         seed = self.image_size // 2**self.num_upsamples
         x = jnp.asarray(v, self.dtype)
         x = nn.Dense(seed * seed * self.base_channels, dtype=self.dtype,
@@ -95,7 +101,8 @@ class Decoder(nn.Module):
                 # Nearest-neighbour x2 as repeats: exact, and cheaper than a resize.
                 x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
                 x = nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                            param_dtype=jnp.float32, name=f"up{i + 1}_conv")(x)
+                            param_dtype=jnp.float32, conv_general_dilated=conv,
+                            name=f"up{i + 1}_conv")(x)
             else:
                 # 'SAME' with stride 2 gives exactly 2x the input side.
                 x = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME",
@@ -103,5 +110,5 @@ class Decoder(nn.Module):
                                      name=f"up{i + 1}_conv")(x)
             x = self._norm_relu(x, f"up{i + 1}_norm")
         x = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                    param_dtype=jnp.float32, name="out_conv")(x)
+                    param_dtype=jnp.float32, conv_general_dilated=conv, name="out_conv")(x)
         return x.astype(jnp.float32)

@@ -38,13 +38,18 @@ def is_resnet(name: str) -> bool:
 
 
 def build(m: ml_collections.ConfigDict, **kw: Any) -> Any:
-  """The encoder of a config's ``model`` block; ``kw`` adds module fields (e.g. ``bn_axis_name``)."""
+  """The encoder of a config's ``model`` block; ``kw`` adds module fields (e.g. ``bn_axis_name``).
+
+  A ResNet takes ``model.conv_impl`` (``fgjax.ops.conv``); a block without the
+  field (built by hand) gets XLA's convolutions.
+  """
   dtype = jnp.dtype(m.dtype)
   if m.encoder in vit.vit_names():
     return vit.build_vit(m.encoder, dtype=dtype)
   if m.encoder in swin.swin_names():
     return swin.build_swin(m.encoder, dtype=dtype)
-  return resnet.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype, **kw)
+  return resnet.build_encoder(m.encoder, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype,
+                              conv_impl=m.get("conv_impl", "xla"), **kw)
 
 
 def feature_dim(m: ml_collections.ConfigDict) -> int:
