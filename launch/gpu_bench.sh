@@ -5,6 +5,9 @@
 #   PRECISION=float32 bash launch/gpu_bench.sh
 #   BATCH=256 STEPS=20 bash launch/gpu_bench.sh
 #   CPU=1 bash launch/gpu_bench.sh                  # ResNet-18, CIFAR stem, 32 px, batch 128, float32 (CPU figure)
+#   CPU=1 WIDTH=16 bash launch/gpu_bench.sh         # the same at quarter width (the CPU default's model)
+#   CPU=1 BREAKDOWN=1 bash launch/gpu_bench.sh      # also each part of the step and each conv layer, both sides
+#   CONV_IMPL=xla CPU=1 bash launch/gpu_bench.sh     # fgjax with XLA's convolutions (default: model.conv_impl=auto)
 #
 # Needs fgjax with the PyTorch extra: pip install -e '.[torch-bench]' (and a CUDA jax:
 # pip install 'jax[cuda12]'). Prints both throughputs and fgjax/PyTorch; the JSON of each
@@ -31,22 +34,27 @@ WARMUP=${WARMUP:-3}
 OUT_DIR=${OUT_DIR:-runs/gpu_bench}
 mkdir -p "$OUT_DIR"
 
-if [[ "${CPU:-0}" == "1" ]]; then
+if [[ "${CPU:-0}" == "1" && "${WIDTH:-64}" == "16" ]]; then
+  PRESET=""           # the CPU default: ResNet-18 width 16, CIFAR stem, 32 px, head 128-128-128, queue 1024
+  TORCH_MODEL=(--arch=resnet18 --width=16 --cifar-stem --image-size=32 --hidden=128 --queue=1024)
+elif [[ "${CPU:-0}" == "1" ]]; then
   PRESET="fullwidth"  # ResNet-18 width 64, CIFAR stem, 32 px, head 512-512-128, queue 1024
   TORCH_MODEL=(--arch=resnet18 --cifar-stem --image-size=32 --hidden=512 --queue=1024)
 else
   PRESET="cub200"     # ResNet-50, 224 px (crops of a 448-px base), head 2048-2048-128, queue 65536
   TORCH_MODEL=(--arch=resnet50 --image-size=224 --hidden=2048 --queue=65536)
 fi
-[[ "$PRECISION" == "bfloat16" ]] && PRESET="$PRESET,bf16"
+[[ "$PRECISION" == "bfloat16" ]] && PRESET="${PRESET:+$PRESET,}bf16"
+CONFIG="configs/moco.py${PRESET:+:$PRESET}"
 
-echo "== fgjax (python -m fgjax.tools.bench --config=configs/moco.py:$PRESET)"
-python -m fgjax.tools.bench --config="configs/moco.py:$PRESET" --methods=moco --steps="$STEPS" --warmup="$WARMUP" \
+echo "== fgjax (python -m fgjax.tools.bench --config=$CONFIG)"
+python -m fgjax.tools.bench --config="$CONFIG" --methods=moco --steps="$STEPS" --warmup="$WARMUP" \
   --config.data.global_batch_size="$BATCH" --config.model.bn_groups=1 --config.moco.shuffle_bn=False \
-  --out="$OUT_DIR/fgjax.json"
+  --config.model.conv_impl="${CONV_IMPL:-auto}" \
+  ${BREAKDOWN:+--breakdown} --out="$OUT_DIR/fgjax.json"
 
 echo "== PyTorch (launch/torch_moco_v2.py)"
 python launch/torch_moco_v2.py "${TORCH_MODEL[@]}" --batch="$BATCH" --precision="$PRECISION" \
-  --steps="$STEPS" --warmup="$WARMUP" --json="$OUT_DIR/torch.json"
+  --steps="$STEPS" --warmup="$WARMUP" ${BREAKDOWN:+--breakdown} --json="$OUT_DIR/torch.json"
 
 python -m fgjax.tools.tables torch_comparison "$OUT_DIR"

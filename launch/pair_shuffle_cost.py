@@ -18,7 +18,7 @@ import jax
 
 from fgjax.infra import parallel
 from fgjax.methods import registry
-from fgjax.tools import bench
+from fgjax.tools import timing
 
 
 def _step(config: str, shuffle: bool):
@@ -32,7 +32,7 @@ def _step(config: str, shuffle: bool):
   step = parallel.data_parallel(joint, mesh, donate_state=False)
   state = parallel.replicate(mesh, jax.jit(setup.init_state)(jax.random.PRNGKey(0)))
   state = state.replace(step=state.step + hp.joint_start_step)  # a joint step
-  batch = parallel.shard_batch(mesh, bench.synthetic_batch(cfg))
+  batch = parallel.shard_batch(mesh, timing.synthetic_batch(cfg))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
   jax.block_until_ready(step(state, batch, rng))  # compile
   return lambda: jax.block_until_ready(step(state, batch, rng))

@@ -2,6 +2,7 @@ r"""A plain PyTorch MoCo v2 training step, timed: the reference of fgjax's MoCo 
 
   python launch/torch_moco_v2.py --arch=resnet50 --image-size=224 --batch=128 --precision=bfloat16
   python launch/torch_moco_v2.py --arch=resnet18 --cifar-stem --image-size=32 --batch=128   # the CPU figure
+  python launch/torch_moco_v2.py --arch=resnet18 --cifar-stem --image-size=32 --breakdown --json=t.json
 
 Written for this comparison from the official MoCo v2 recipe (He et al. 2020,
 Chen et al. 2020; github.com/facebookresearch/moco, ``moco/builder.py`` and
@@ -126,6 +127,89 @@ def encoder_with_head(arch: str, width: int, cifar_stem: bool, hidden: int, dim:
   return nn.Sequential(trunk, nn.Linear(trunk.num_features, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
 
+# ----------------------------------------------------------------------------- breakdown
+
+
+def _best_ms(fn, repeats: int, sync) -> float:
+  """ms of one ``fn()``, the best of ``repeats`` after one untimed call (what fgjax's breakdown reports)."""
+  fn()
+  sync()
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    best = min(best, time.perf_counter() - t0)
+  return 1e3 * best
+
+
+def conv_layers(model: nn.Module, im: torch.Tensor) -> list[dict]:
+  """Every Conv2d of the query encoder on ``im``, one entry per distinct shape, with its count.
+
+  Keys as ``fgjax.tools.bench_parts.conv_key``: ``'NxHxW Cin->Cout kK sS'``.
+  """
+  seen: dict[str, dict] = {}
+
+  def hook(module, inputs, output):
+    n, c, h, w = inputs[0].shape
+    key = f"{n}x{h}x{w} {c}->{module.out_channels} k{module.kernel_size[0]} s{module.stride[0]}"
+    entry = seen.setdefault(key, {"key": key, "module": module, "x_shape": tuple(inputs[0].shape), "count": 0})
+    entry["count"] += 1
+  handles = [m.register_forward_hook(hook) for m in model.encoder_q.modules() if isinstance(m, nn.Conv2d)]
+  with torch.no_grad():
+    model.encoder_q(im)
+  for h in handles:
+    h.remove()
+  return list(seen.values())
+
+
+def breakdown(model, optimizer, im_q, im_k, repeats: int, sync) -> dict:
+  """ms of the step's parts and of each conv layer's forward / input gradient / weight gradient."""
+  def key_forward():
+    with torch.no_grad():
+      model._momentum_update()
+      F.normalize(model.encoder_k(im_k), dim=1)
+
+  def query_loss():
+    q = F.normalize(model.encoder_q(im_q), dim=1)
+    return (q @ model.queue).logsumexp(dim=1).mean()
+
+  def query_forward():
+    with torch.no_grad():
+      query_loss()
+
+  def query_forward_backward():
+    optimizer.zero_grad(set_to_none=True)
+    query_loss().backward()
+
+  query_forward_backward()  # gradients exist for the optimizer's part
+
+  parts = {"aug_ms": 0.0, "key_forward_ms": _best_ms(key_forward, repeats, sync),
+           "query_forward_ms": _best_ms(query_forward, repeats, sync),
+           "query_forward_backward_ms": _best_ms(query_forward_backward, repeats, sync),
+           "optimizer_ms": _best_ms(optimizer.step, repeats, sync)}
+  parts["backward_ms"] = parts["query_forward_backward_ms"] - parts["query_forward_ms"]
+  layers = []
+  for entry in conv_layers(model, im_q):
+    conv = entry["module"]
+    x = torch.randn(entry["x_shape"], device=im_q.device, dtype=im_q.dtype)
+    with torch.no_grad():
+      y = conv(x)
+    g = torch.randn_like(y)
+    w = conv.weight.detach()
+
+    def forward():
+      with torch.no_grad():
+        conv(x)
+    t = {"forward_ms": _best_ms(forward, repeats, sync),
+         "input_grad_ms": _best_ms(lambda: torch.nn.grad.conv2d_input(
+             x.shape, w, g, stride=conv.stride, padding=conv.padding), repeats, sync),
+         "weight_grad_ms": _best_ms(lambda: torch.nn.grad.conv2d_weight(
+             x, w.shape, g, stride=conv.stride, padding=conv.padding), repeats, sync)}
+    layers.append({"key": entry["key"], "count": entry["count"], "torch": t})
+  return {"parts": parts, "layers": layers}
+
+
 # ----------------------------------------------------------------------------- MoCo v2
 
 
@@ -193,6 +277,8 @@ def parse_args(argv=None):
   p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
   p.add_argument("--check-params", action="store_true", help="print the trunk's parameter count")
   p.add_argument("--json", default=None, help="write the figures to this JSON file")
+  p.add_argument("--breakdown", action="store_true",
+                 help="also time the step's parts and every conv layer (fgjax.tools.bench_parts's keys)")
   args = p.parse_args(argv)
   if args.steps < 1 or args.warmup < 0:
     p.error("--steps must be >= 1 and --warmup >= 0")
@@ -262,6 +348,8 @@ def main(argv=None) -> dict:
             "compiled": args.compile, "ms_per_step": 1e3 * seconds, "min_ms": 1e3 * min(times),
             "max_ms": 1e3 * max(times), "cpu_ms_per_step": 1e3 * statistics.median(cpu_times),
             "images_per_s": args.batch / seconds, "loss": float(loss.detach())}
+  if args.breakdown:
+    result["breakdown"] = breakdown(model, optimizer, im_q, im_k, max(args.steps, 3), sync)
   print(f"torch MoCo v2 step | {name} | {args.arch} width {args.width}{' cifar stem' if args.cifar_stem else ''}, "
         f"batch {args.batch}, {args.image_size} px, {args.precision}: {result['ms_per_step']:.1f} ms/step, "
         f"{result['images_per_s']:.1f} img/s (median of {args.steps})")

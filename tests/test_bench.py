@@ -53,7 +53,8 @@ def test_probe_benchmark_measures_a_small_set():
   assert r["seconds_first_call"] > 0 and r["seconds_second_call"] > 0 and 0 <= r["top1"] <= 1
 
 
-def test_torch_reference_step_runs_when_torch_is_installed():
+def _torch_reference():
+  """launch/torch_moco_v2.py as a module (skips the test without torch)."""
   pytest.importorskip("torch")
   import importlib.util
   import os
@@ -61,8 +62,41 @@ def test_torch_reference_step_runs_when_torch_is_installed():
   spec = importlib.util.spec_from_file_location("torch_moco_v2", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def test_torch_reference_step_runs_when_torch_is_installed():
+  module = _torch_reference()
   r = module.main(["--arch=resnet18", "--width=8", "--cifar-stem", "--image-size=16", "--batch=8",
                    "--queue=16", "--hidden=32", "--steps=2", "--warmup=1", "--device=cpu"])
   assert r["images_per_s"] > 0 and r["batch"] == 8
   # InfoNCE against 16 negatives: log(17) = 2.83 for uninformative features.
   assert 0.5 < r["loss"] < 10
+
+
+def test_breakdown_times_each_part_and_every_convolution_of_the_encoder():
+  from fgjax.tools import bench_parts
+  cfg = registry.config("moco", "runlocal")
+  r = bench_parts.breakdown(cfg, repeats=1, devices=jax.devices()[:1])
+  parts = r["parts"]
+  for name in ("aug", "key_forward", "query_forward", "query_forward_backward", "optimizer", "step"):
+    assert parts[name + "_ms"] > 0, name
+  assert parts["backward_ms"] == pytest.approx(parts["query_forward_backward_ms"] - parts["query_forward_ms"])
+  # A CIFAR-stem ResNet-18 has 20 convolutions: the stem, 16 in the blocks, 3 downsamples.
+  assert sum(layer["count"] for layer in r["layers"]) == 20
+  batch = cfg.data.global_batch_size
+  assert f"{batch}x{cfg.data.image_size}x{cfg.data.image_size} 3->{cfg.model.width} k3 s1" in {
+      layer["key"] for layer in r["layers"]}
+  table = bench_parts.format_breakdown(r)
+  assert "| backward |" in table and "all layers" in table
+
+
+def test_torch_breakdown_names_the_layers_as_fgjax_does():
+  from fgjax.tools import bench_parts
+  module = _torch_reference()
+  r = module.main(["--arch=resnet18", "--width=8", "--cifar-stem", "--image-size=16", "--batch=8",
+                   "--queue=16", "--hidden=32", "--steps=1", "--warmup=0", "--device=cpu", "--breakdown"])
+  keys = {layer["key"] for layer in r["breakdown"]["layers"]}
+  assert bench_parts.conv_key(8, 16, 16, 3, 8, 3, 1) in keys and bench_parts.conv_key(8, 8, 8, 16, 32, 1, 2) in keys
+  assert sum(layer["count"] for layer in r["breakdown"]["layers"]) == 20
+  assert r["breakdown"]["parts"]["backward_ms"] > 0

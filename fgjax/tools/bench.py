@@ -27,7 +27,8 @@ The input is a fixed random uint8 batch of the training stream's shape
 (``data.base_size`` or ``data.image_size``), so no data set has to be on the
 machine: the steps' cost does not depend on pixel values. ``--profile_dir=DIR``
 also writes a ``jax.profiler`` trace of each method's timed steps to
-``DIR/<method>``.
+``DIR/<method>``. ``--breakdown`` adds the MoCo v2 step's parts and every
+convolution layer's forward and gradients (``fgjax.tools.bench_parts``).
 
 Measure on a quiet machine: other processes on the same cores distort it.
 """
@@ -46,6 +47,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from fgjax.tools import timing
+
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "SSL config; each method of --methods gets its own "
                                           "config with the same preset and overrides.", lock_config=True)
@@ -60,34 +63,9 @@ _MATMUL = flags.DEFINE_integer("matmul_size", 0, "Side of the square matmul of t
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
 _PROFILE = flags.DEFINE_string("profile_dir", None, "Optional: jax.profiler traces of the timed "
                                "steps, one folder per method.")
-
-
-def _best_seconds(fn, *, repeats: int, min_seconds: float = 0.2) -> float:
-  """Seconds of one ``fn()`` call, the best of ``repeats``; fast calls are timed back to back.
-
-  The best, not the median: other load on the machine only ever slows a call
-  down, so the fastest repeat is the closest to what the device can do.
-
-  ``fn`` must return something to wait for. A call that takes less than
-  ``min_seconds`` is repeated back to back before waiting, so launch latency
-  (tens of microseconds on a GPU) does not count.
-  """
-  import jax
-
-  jax.block_until_ready(fn())
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  single = time.perf_counter() - t0
-  inner = max(1, min(1000, int(min_seconds / max(single, 1e-9))))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = None
-    for _ in range(inner):
-      out = fn()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - t0) / inner)
-  return min(times)
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the MoCo v2 step's parts (aug+, key "
+                               "forward, query forward, backward, optimizer) and every convolution "
+                               "layer, XLA's and model.conv_impl's (fgjax.tools.bench_parts).")
 
 
 def default_matmul_size(device: Any = None) -> int:
@@ -112,17 +90,8 @@ def matmul_ceiling_gflops(size: int, repeats: int = 5, dtype: str = "float32", d
   a = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32).astype(dtype), device)
   b = jax.device_put(jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32).astype(dtype), device)
   f = jax.jit(jnp.matmul)
-  seconds = _best_seconds(lambda: f(a, b), repeats=repeats)
+  seconds = timing.best_seconds(lambda: f(a, b), repeats=repeats)
   return 2.0 * size**3 / seconds / 1e9
-
-
-def synthetic_batch(cfg) -> dict[str, Any]:
-  """A fixed random ``{'image': uint8 [B, S, S, 3]}`` batch of the training stream's shape."""
-  import numpy as np
-
-  side = cfg.data.base_size or cfg.data.image_size
-  rng = np.random.default_rng(0)
-  return {"image": rng.integers(0, 256, (cfg.data.global_batch_size, side, side, 3), dtype=np.uint8)}
 
 
 def _xla_flops(compiled, lowered) -> float:
@@ -193,7 +162,7 @@ def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None, preset
   step = parallel.data_parallel(joint, mesh)
   state = parallel.replicate(mesh, jax.jit(setup.init_state)(jax.random.PRNGKey(0)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
-  batch = parallel.shard_batch(mesh, synthetic_batch(cfg))
+  batch = parallel.shard_batch(mesh, timing.synthetic_batch(cfg))
 
   t0 = time.perf_counter()
   lowered = step.lower(state, batch, rng)
@@ -288,6 +257,11 @@ def main(argv):
     print(f"fgjax.tools.bench: error: {e}", file=sys.stderr)
     sys.exit(2)
   print(format_table(results))
+  if _BREAKDOWN.value:
+    from fgjax.tools import bench_parts  # pylint: disable=import-outside-toplevel
+    results["breakdown"] = bench_parts.breakdown(config_for(_CONFIG.value, "moco", preset),
+                                                 repeats=max(_STEPS.value, 3))
+    print("\n" + bench_parts.format_breakdown(results["breakdown"]))
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

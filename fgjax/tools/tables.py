@@ -391,13 +391,17 @@ def torch_comparison(out_dir: str) -> str:
   (``launch/torch_moco_v2.py``): images/s, ms/step, TFLOP/s, MFU and the ratio."""
   f, t = _read(os.path.join(out_dir, "fgjax.json")), _read(os.path.join(out_dir, "torch.json"))
   m = f["moco"]
+  parts = []
+  if "breakdown" in f:
+    from fgjax.tools import bench_parts  # pylint: disable=import-outside-toplevel
+    parts = ["", bench_parts.format_breakdown(f["breakdown"], t.get("breakdown"))]
   return "\n".join([
       f"\nMoCo v2 step, {f['config']} on {f['device']}:",
       f"  fgjax   {m['images_per_s']:9.1f} img/s  {m['ms_per_step']:8.1f} ms/step  "
       f"{m['achieved_tflops']:.1f} TFLOP/s  MFU {100 * m['mfu']:.1f} % "
       f"(ceiling {f['ceiling_tflops_per_device']:.1f} TFLOP/s)",
       f"  PyTorch {t['images_per_s']:9.1f} img/s  {t['ms_per_step']:8.1f} ms/step  ({t['framework']}, {t['device']})",
-      f"  fgjax / PyTorch = {m['images_per_s'] / t['images_per_s']:.2f}x images/s"])
+      f"  fgjax / PyTorch = {m['images_per_s'] / t['images_per_s']:.2f}x images/s"] + parts)
 
 
 def _settings(args: argparse.Namespace, default: Sequence[str]) -> list[str]:
