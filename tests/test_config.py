@@ -139,8 +139,7 @@ def test_a_run_of_an_older_version_keeps_what_it_ran_with():
   """Fields whose defaults changed: an old config.json loads with its old behaviour."""
   import ml_collections
   saved = registry.config("moco").to_dict()
-  for block, field in (("data", "version"), ("data", "background"), ("moco", "final_momentum"),
-                       ("model", "conv_impl")):
+  for block, field in (("data", "version"), ("data", "background"), ("moco", "final_momentum")):
     del saved[block][field]
   del saved["augment"]
   saved["moco"]["momentum"] = 0.99
@@ -148,7 +147,6 @@ def test_a_run_of_an_older_version_keeps_what_it_ran_with():
   assert cfg.data.version == 1 and cfg.data.background == "gradient"  # the first generator
   assert tuple(cfg.augment.jitter) == (0.4, 0.4, 0.4, 0.1) and cfg.augment.blur_prob == 0.5  # aug+
   assert cfg.moco.final_momentum == 0.99  # constant momentum
-  assert cfg.model.conv_impl == "xla"  # XLA's convolutions: a resumed run keeps its rounding
   registry.validate(cfg, num_devices=1)
 
 

@@ -107,3 +107,25 @@ def test_auto_switches_every_large_layer_and_none_of_the_quarter_width_cpu_defau
     assert not any(conv.matmul_dw_pays(*layer) for layer in _resnet18_cifar_layers(16, batch))
   wide = [conv.matmul_dw_pays(*layer) for layer in _resnet18_cifar_layers(64, 64)]
   assert not wide[0] and all(wide[1:])  # full width: all but the 3-channel stem
+
+
+def test_a_run_may_resume_with_another_conv_impl(tmp_path):
+  """It changes the gradients' rounding, not what a checkpoint holds; old run directories lack the field."""
+  import json
+
+  from fgjax import errors
+  from fgjax.infra import workdir
+  from fgjax.methods import registry
+
+  saved = registry.config("moco", "runlocal")
+  saved.model.conv_impl = "xla"
+  old = saved.to_dict()
+  del old["model"]["conv_impl"]  # written before the field existed
+  (tmp_path / "checkpoints" / "8").mkdir(parents=True)
+  for written in (saved.to_dict(), old):
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    workdir.check_resume_config(str(tmp_path), registry.config("moco", "runlocal"), registry.with_defaults)
+  wider = registry.config("moco", "runlocal")
+  wider.model.width *= 2
+  with pytest.raises(errors.WorkdirError, match="model.width"):
+    workdir.check_resume_config(str(tmp_path), wider, registry.with_defaults)

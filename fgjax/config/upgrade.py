@@ -71,8 +71,6 @@ def _legacy_defaults(saved: ConfigDict, full: ConfigDict, ssl_augment: ConfigDic
     constant ``moco.momentum``.
   * ``model.init_from`` (the SSL default became the shipped source encoder):
     absent means a random initialisation.
-  * ``model.conv_impl`` (added with the CPU weight-gradient matmuls): absent
-    means XLA's convolutions, so a resumed run keeps its exact float32 rounding.
   """
   data = saved.get("data")
   if data is not None and "version" not in data:
@@ -86,8 +84,6 @@ def _legacy_defaults(saved: ConfigDict, full: ConfigDict, ssl_augment: ConfigDic
   model = saved.get("model")
   if model is not None and "model" in full and "init_from" in full.model and "init_from" not in model:
     full.model.init_from = ""  # before model.init_from, every run started from a random initialisation
-  if model is not None and "model" in full and "conv_impl" in full.model and "conv_impl" not in model:
-    full.model.conv_impl = "xla"
   perturb = saved.get("perturb")
   if perturb is not None and "perturb" in full:
     if "pair_shuffle_bn" not in perturb:

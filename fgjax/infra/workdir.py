@@ -41,10 +41,12 @@ LOCK_NAME = ".fgjax.lock"
 # Config fields (dotted paths; a trailing '.' means the whole block) that a rerun
 # may change without changing what the checkpoint is: logging, checkpoint
 # cadence, where to stop, profiling, the evaluation protocol, the input
-# pipeline's parallelism and where tfds keeps its files.
+# pipeline's parallelism, where tfds keeps its files, and how convolutions are
+# computed (model.conv_impl: the same math to float32 rounding).
 SAFE_TO_CHANGE_ON_RESUME = (
     "workdir", "train.", "eval.",
     "data.read_threads", "data.prefetch_batches", "data.num_workers", "data.data_dir",
+    "model.conv_impl",
 )
 
 
