@@ -7,11 +7,12 @@ where ``g = dL/dy: [N, H', W', D]``, ``s`` the stride and ``xpad`` the padded
 input. XLA's CPU backend has no backward-filter kernel: it rewrites the weight
 gradient as a forward convolution with batch and channels swapped, behind
 transposes of both operands, and that convolution runs far below the forward's
-speed (ResNet-18 3x3 conv, 64 channels at 32 px, batch 128, 2 AVX2 cores:
-forward 54 GFLOP/s, weight gradient 4.3 GFLOP/s). Eq. (1) instead takes, for
-each of the ``kh * kw`` kernel taps, the strided slice of the padded input that
-tap sees and one ``[C, N H' W'] @ [N H' W', D]`` matmul -- the same FLOPs in
-the shape CPU matmul kernels are fast at (18.6 GFLOP/s on the same layer).
+speed (ResNet-18 3x3 conv, 64 channels at 32 px, batch 64, quiet 2-core AVX2
+CPU: forward 60 ms, about 80 GFLOP/s; weight gradient 533-736 ms, 7-9
+GFLOP/s). Eq. (1) instead takes, for each of the ``kh * kw`` kernel taps, the
+strided slice of the padded input that tap sees and one
+``[C, N H' W'] @ [N H' W', D]`` matmul -- the same FLOPs in the shape CPU
+matmul kernels are fast at (131-176 ms, 27-37 GFLOP/s, on the same layer).
 
 :func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature, so a
 Flax ``nn.Conv(..., conv_general_dilated=conv_general_dilated)`` uses it. The
