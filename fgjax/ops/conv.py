@@ -176,6 +176,12 @@ conv_general_dilated_auto = _conv(matmul_dw_pays)
 conv_general_dilated_auto.__doc__ = """:func:`conv_general_dilated` in the layers where :func:`matmul_dw_pays`, XLA's elsewhere."""
 
 
+def layer_uses_matmul_dw(impl: str, x_shape, w_shape, strides) -> bool:
+  """Whether a layer of these shapes gets Eq. (1) under ``model.conv_impl=impl`` (where Eq. (1) applies)."""
+  impl = resolve(impl)
+  return impl == "matmul_dw" or (impl == "auto_cpu" and matmul_dw_pays(x_shape, w_shape, strides))
+
+
 def for_impl(impl: str):
   """The ``conv_general_dilated`` callable of ``model.conv_impl`` (None: Flax's default, XLA's)."""
   impl = resolve(impl)

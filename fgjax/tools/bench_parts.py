@@ -155,8 +155,7 @@ def breakdown(cfg, *, repeats: int = 3, devices=None) -> dict[str, Any]:
   impl = conv_ops.resolve(cfg.model.get("conv_impl", "xla"))
   for layer in layers:
     layer["xla"] = time_convolution(layer, lax.conv_general_dilated, repeats=repeats)
-    uses_matmuls = impl == "matmul_dw" or (
-        impl == "auto_cpu" and conv_ops.matmul_dw_pays(layer["x_shape"], layer["w_shape"], layer["strides"]))
+    uses_matmuls = conv_ops.layer_uses_matmul_dw(impl, layer["x_shape"], layer["w_shape"], layer["strides"])
     layer["conv_impl"] = "matmul_dw" if uses_matmuls else "xla"
     layer["fgjax"] = (time_convolution(layer, conv_ops.conv_general_dilated, repeats=repeats) if uses_matmuls
                       else layer["xla"])
