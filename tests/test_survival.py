@@ -432,6 +432,27 @@ def test_disk_full_is_one_line_and_keeps_the_previous_step(tmp_path, monkeypatch
     ckpt.close()
 
 
+def test_a_failed_background_save_surfacing_at_close_is_still_one_line(tmp_path, monkeypatch):
+  """Seen on a loaded machine with a real full disk: the step's save failed (one line), and a second save's
+  error, stored by orbax's writer thread, surfaced again from the manager's ``close`` as a raw OSError."""
+  import orbax.checkpoint as ocp
+  original_save, original_close = ocp.CheckpointManager.save, ocp.CheckpointManager.close
+
+  def full_after_step_4(self, step, *args, **kwargs):
+    if step > 4:
+      raise OSError(28, "No space left on device")
+    return original_save(self, step, *args, **kwargs)
+
+  def close_with_a_stored_error(self):
+    original_close(self)
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_after_step_4)
+  monkeypatch.setattr(ocp.CheckpointManager, "close", close_with_a_stored_error)
+  with pytest.raises(checkpointing.CheckpointError, match=r"disk full: .*newest saved step 4 is kept"):
+    _run(_config(), str(tmp_path))
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A 2 MiB tmpfs (a real full disk), or a skip where this process cannot mount one (not root, no tmpfs)."""

@@ -317,6 +317,7 @@ class Checkpointer:
         raise
       try:  # a save still in flight finishes (or fails) first: report what is on disk
         self._manager.wait_until_finished()
+        self._manager.check_for_errors()  # its error is this one's echo: collected, not raised later
       except Exception:  # pylint: disable=broad-except
         pass
       free = shutil.disk_usage(self.directory).free
@@ -473,11 +474,18 @@ class Checkpointer:
       self._manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for the saves in flight, then closes orbax's manager; a full disk is one line either way.
+
+    The manager's ``close`` re-raises an error its writer threads stored and nobody
+    collected (a save that failed in the background while another one's error was
+    being reported): unguarded, that raw ``OSError`` replaced the one-line error.
+    """
     try:
       self.wait()
       self._prune_digests()
     finally:
-      self._manager.close()
+      with self._disk_full_is_one_line(self._manager.latest_step() or 0):
+        self._manager.close()
 
 
 def read_latest(workdir: str) -> tuple[int, Any, int]:
