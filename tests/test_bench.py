@@ -99,4 +99,8 @@ def test_torch_breakdown_names_the_layers_as_fgjax_does():
   keys = {layer["key"] for layer in r["breakdown"]["layers"]}
   assert bench_parts.conv_key(8, 16, 16, 3, 8, 3, 1) in keys and bench_parts.conv_key(8, 8, 8, 16, 32, 1, 2) in keys
   assert sum(layer["count"] for layer in r["breakdown"]["layers"]) == 20
-  assert r["breakdown"]["parts"]["backward_ms"] > 0
+  parts = r["breakdown"]["parts"]
+  assert parts["query_forward_ms"] > 0 and parts["query_forward_backward_ms"] > 0
+  # A difference of two timings: at this size and one repeat it can be negative on a loaded machine
+  # (-27 ms seen in a suite run beside a training job), so the identity is asserted, not its sign.
+  assert parts["backward_ms"] == pytest.approx(parts["query_forward_backward_ms"] - parts["query_forward_ms"])
