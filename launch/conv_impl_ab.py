@@ -2,6 +2,7 @@ r"""fgjax's training step with ``model.conv_impl=auto`` against ``xla``, alterna
 
   python launch/conv_impl_ab.py --preset=fullwidth --methods=moco --rounds=3
   python launch/conv_impl_ab.py --preset= --methods=moco,perturb_moco --rounds=2   # the CPU default
+  python launch/conv_impl_ab.py --preset= --impls=matmul_dw,xla                    # Eq. 1 in every layer
 
 Each round times every method with each implementation (``fgjax.tools.bench.time_step``:
 compile, ``--warmup`` steps, the median of ``--steps``). One process and alternation,
@@ -26,11 +27,12 @@ def main(argv=None) -> list[dict]:
   p.add_argument("--steps", type=int, default=4)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--impls", default="auto,xla", help="model.conv_impl values to alternate, e.g. matmul_dw,xla")
   args = p.parse_args(argv)
   preset = args.preset or None
   rows = []
   for r in range(args.rounds):
-    for impl in ("auto", "xla"):
+    for impl in args.impls.split(","):
       for method in args.methods.split(","):
         cfg = bench.config_for(registry.config("moco", preset), method, preset)
         cfg.data.global_batch_size = args.batch
