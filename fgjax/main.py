@@ -16,6 +16,7 @@ a syntax error, an exception in ``get_config``, an unknown preset), a bad
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 
@@ -109,6 +110,14 @@ def main(argv):
   except errors.Preempted as e:  # SIGTERM/SIGINT: the current step is saved
     print(f"fgjax: stopped: {where}{e}", file=sys.stderr)
     sys.exit(preemption.EXIT_PREEMPTED)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    # A full disk outside a checkpoint save (which names its step itself): the
+    # metrics, results or pictures. What is on disk is kept; a rerun resumes.
+    print(f"fgjax: error: {where}disk full: cannot write {e.filename or 'the run directory'} ({e.strerror}); "
+          f"free some space and rerun the same command to resume from the newest checkpoint", file=sys.stderr)
+    sys.exit(2)
 
 
 _HELP_OR_FLAGFILE = re.compile(r"^--?(\?|h|help|helpfull|helpshort|helpxml|flagfile)(=|$)")

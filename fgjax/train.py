@@ -376,16 +376,36 @@ def _loop(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any, setup: Any, s
         ckpt.wait()  # this save and any still in flight are on disk before we report them
         raise Preempted(f"{stop.signal_name} at step {done} of {total_steps}: saved checkpoint step {done} "
                         f"in {ckpt.directory}; rerun the same command to resume")
-  finally:
-    stop.restore()
-    # Worker processes stopped now, not by garbage collection at interpreter exit
-    # (which raced with grain's own exit hook and printed a traceback after an error).
-    if hasattr(it, "close"):
-      it.close()
-    profiler.close()
-    ckpt.close()
-    writer.close()
+  except BaseException:
+    # The error in flight is the one the user sees: a cleanup that fails too (a
+    # full disk fails the checkpoint and then the metrics' flush) is logged, not raised.
+    _close_loop_resources(stop, it, profiler, ckpt, writer, error_in_flight=True)
+    raise
+  _close_loop_resources(stop, it, profiler, ckpt, writer, error_in_flight=False)
   return state, progress
+
+
+def _close_loop_resources(stop: Any, it: Any, profiler: Any, ckpt: Any, writer: Any, *,
+                          error_in_flight: bool) -> None:
+  """Restores the signal handlers and closes the input workers, profiler, checkpointer and metrics.
+
+  All of them are closed whatever fails. Without an error in flight the first
+  failure is raised after the rest are closed; with one, failures are logged.
+  """
+  # Worker processes stopped now, not by garbage collection at interpreter exit
+  # (which raced with grain's own exit hook and printed a traceback after an error).
+  closers = [stop.restore, getattr(it, "close", lambda: None), profiler.close, ckpt.close, writer.close]
+  first = None
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if error_in_flight:
+        logging.warning("while stopping after an error, %s failed too: %s", getattr(close, "__qualname__", close), e)
+      elif first is None:
+        first = e
+  if first is not None:
+    raise first
 
 
 def _write_results(cfg: ml_collections.ConfigDict, workdir: str, setup: Any, host: Any, data: dict[str, Any],

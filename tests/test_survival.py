@@ -453,6 +453,72 @@ def test_a_failed_background_save_surfacing_at_close_is_still_one_line(tmp_path,
     _run(_config(), str(tmp_path))
 
 
+def test_the_metrics_flush_failing_after_a_disk_full_checkpoint_keeps_the_one_line(tmp_path, monkeypatch):
+  """Seen with a real full disk on a loaded machine: the checkpoint's one-line error was replaced by the
+  raw OSError of the TensorBoard writer's flush, run while stopping after it."""
+  import orbax.checkpoint as ocp
+  original_save = ocp.CheckpointManager.save
+  closed = []
+
+  def full_after_step_4(self, step, *args, **kwargs):
+    if step > 4:
+      raise OSError(28, "No space left on device")
+    return original_save(self, step, *args, **kwargs)
+
+  def flush_on_a_full_disk(self):
+    closed.append(True)
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_after_step_4)
+  monkeypatch.setattr(metrics_writer.MetricsWriter, "close", flush_on_a_full_disk)
+  with pytest.raises(checkpointing.CheckpointError, match=r"disk full: .*newest saved step 4 is kept"):
+    _run(_config(), str(tmp_path))
+  assert closed  # the writer was still closed (its failure logged, not raised)
+
+
+def test_a_cleanup_failure_without_an_error_in_flight_is_raised_after_closing_the_rest():
+  closed = []
+
+  def failing():
+    closed.append("failing")
+    raise OSError(28, "No space left on device")
+
+  class Resource:
+    def __init__(self, name):
+      self.name = name
+
+    def close(self):
+      closed.append(self.name)
+
+    restore = close
+
+  with pytest.raises(OSError, match="No space left"):
+    train._close_loop_resources(Resource("signals"), Resource("workers"), Resource("profiler"),
+                                type("Ckpt", (), {"close": staticmethod(failing)})(), Resource("metrics"),
+                                error_in_flight=False)
+  assert closed == ["signals", "workers", "profiler", "failing", "metrics"]
+
+
+def test_a_full_disk_outside_a_checkpoint_is_one_line_and_exit_2(tmp_path):
+  """The backstop in ``fgjax.main``: any ENOSPC (here the metrics file of a new run) is one line, exit 2."""
+  driver = ("import errno, sys\n"
+            "from fgjax.infra import metrics_writer\n"
+            "def full(self, workdir, **kw):\n"
+            "  raise OSError(errno.ENOSPC, 'No space left on device', workdir + '/metrics.jsonl')\n"
+            "metrics_writer.MetricsWriter.__init__ = full\n"
+            "from fgjax import main\n"
+            "sys.argv = ['fgjax'] + sys.argv[1:]\n"
+            "main.run()\n")
+  run = subprocess.run([sys.executable, "-c", driver, *FLAGS, f"--workdir={tmp_path}"], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  errors_printed = [line for line in run.stderr.splitlines() if line.startswith("fgjax: error:")]
+  assert len(errors_printed) == 1, run.stderr[-3000:]
+  assert "disk full: cannot write " + str(tmp_path / "metrics.jsonl") in errors_printed[0]
+  assert "rerun the same command to resume" in errors_printed[0]
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A 2 MiB tmpfs (a real full disk), or a skip where this process cannot mount one (not root, no tmpfs)."""
