@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -400,8 +401,9 @@ def _close_loop_resources(stop: Any, it: Any, profiler: Any, ckpt: Any, writer: 
     try:
       close()
     except Exception as e:  # pylint: disable=broad-except
-      if error_in_flight:
-        logging.warning("while stopping after an error, %s failed too: %s", getattr(close, "__qualname__", close), e)
+      if error_in_flight:  # (a full disk is said in words: the error in flight already gave its details)
+        why = "disk full" if getattr(e, "errno", None) == errno.ENOSPC else f"{type(e).__name__}: {e}"
+        logging.warning("while stopping after an error, %s failed too (%s)", getattr(close, "__qualname__", close), why)
       elif first is None:
         first = e
   if first is not None:

@@ -1,9 +1,18 @@
-"""Training metrics: JSON lines and TensorBoard event files (tensorboardX, no TensorFlow)."""
+"""Training metrics: JSON lines and TensorBoard event files (tensorboardX, no TensorFlow).
+
+The event file is written in the caller's thread (tensorboardX's ``EventsWriter``),
+not through ``SummaryWriter``'s queue and writer thread: when that thread dies on
+a full disk, its queue of 10 events fills and the next ``add_scalar`` blocks
+forever (seen: a run on a full tmpfs hung at its 10th logged step). Written here,
+a full disk is an ``OSError`` in the training loop, which ``fgjax.main`` reports
+as one line.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -52,8 +61,13 @@ class MetricsWriter:
     if self._active:
       drop_rows_after(os.path.join(workdir, "metrics.jsonl"), resume_step)
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      # Imported lazily: only process 0 writes.
+      from tensorboardX.event_file_writer import EventsWriter
+      from tensorboardX.proto.event_pb2 import Event
+      from tensorboardX.summary import scalar
+      self._event, self._scalar = Event, scalar
+      os.makedirs(os.path.join(workdir, "tb"), exist_ok=True)
+      self._tb = EventsWriter(os.path.join(workdir, "tb", "events"))
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     if not self._active:
@@ -61,8 +75,10 @@ class MetricsWriter:
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()
+    now = time.time()
     for key, value in scalars.items():
-      self._tb.add_scalar(key, float(value), int(step))
+      self._tb.write_event(self._event(wall_time=now, step=int(step), summary=self._scalar(key, float(value))))
+    self._tb.flush()
 
   def close(self) -> None:
     if self._active:
