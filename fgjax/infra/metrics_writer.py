@@ -3,7 +3,7 @@
 The event file is written in the caller's thread (tensorboardX's ``EventsWriter``),
 not through ``SummaryWriter``'s queue and writer thread: when that thread dies on
 a full disk, its queue of 10 events fills and the next ``add_scalar`` blocks
-forever (seen: a run on a full tmpfs hung at its 10th logged step). Written here,
+forever (seen: a run on a full 2 MiB tmpfs, logging every step, hung at step 69). Written here,
 a full disk is an ``OSError`` in the training loop, which ``fgjax.main`` reports
 as one line.
 """
