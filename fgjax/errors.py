@@ -9,6 +9,8 @@ and run again), :class:`NonFiniteLossError` exits 1, :class:`Preempted` exits 3
 
 from __future__ import annotations
 
+import errno
+
 
 class UserError(Exception):
   """Base of the errors a user fixes by changing the input (exit status 2)."""
@@ -65,3 +67,12 @@ class NonFiniteLossError(RuntimeError):
 
 class Preempted(RuntimeError):
   """The run stopped on a signal after saving a checkpoint; the message says which step."""
+
+
+# What a full disk or an exhausted quota says, where a library (tensorstore) wraps the OSError in its own type.
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(e: BaseException) -> bool:
+  """Whether ``e`` is a write that failed for want of space: ENOSPC or EDQUOT, raised or wrapped."""
+  return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(t in str(e) for t in _DISK_FULL_TEXT)

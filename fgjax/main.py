@@ -16,7 +16,6 @@ a syntax error, an exception in ``get_config``, an unknown preset), a bad
 
 from __future__ import annotations
 
-import errno
 import re
 import sys
 
@@ -111,7 +110,7 @@ def main(argv):
     print(f"fgjax: stopped: {where}{e}", file=sys.stderr)
     sys.exit(preemption.EXIT_PREEMPTED)
   except OSError as e:
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+    if not errors.is_disk_full(e):
       raise
     # A full disk outside a checkpoint save (which names its step itself): the
     # metrics, results or pictures. What is on disk is kept; a rerun resumes.

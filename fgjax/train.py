@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -402,7 +401,7 @@ def _close_loop_resources(stop: Any, it: Any, profiler: Any, ckpt: Any, writer: 
       close()
     except Exception as e:  # pylint: disable=broad-except
       if error_in_flight:  # (a full disk is said in words: the error in flight already gave its details)
-        why = "disk full" if getattr(e, "errno", None) == errno.ENOSPC else f"{type(e).__name__}: {e}"
+        why = "disk full" if errors.is_disk_full(e) else f"{type(e).__name__}: {e}"
         logging.warning("while stopping after an error, %s failed too (%s)", getattr(close, "__qualname__", close), why)
       elif first is None:
         first = e

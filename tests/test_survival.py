@@ -555,6 +555,18 @@ def test_a_real_full_disk_is_one_line_and_exit_2(small_disk):
   assert "free some space and rerun" in lines[0], lines
 
 
+def test_disk_full_is_recognised_raised_or_wrapped_and_nothing_else_is():
+  """One test of "no space" serves the trainer, the checkpoints and the command line: ENOSPC or EDQUOT as an
+  OSError, or as the text of a library's own error type (tensorstore's), and not a missing file or permission."""
+  from fgjax import errors
+  assert errors.is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+  assert errors.is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded", "/runs/x/metrics.jsonl"))
+  assert errors.is_disk_full(ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left on device"))
+  assert not errors.is_disk_full(OSError(errno.ENOENT, "No such file or directory"))
+  assert not errors.is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
+  assert not errors.is_disk_full(RuntimeError("step failed"))
+
+
 def test_the_disk_full_filter_drops_only_orbax_enospc_records():
   import logging as std_logging
   make = lambda path, msg, level=std_logging.ERROR: std_logging.LogRecord("absl", level, path, 1, msg, None, None)

@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from fgjax import errors
 from fgjax.errors import CheckpointError  # (re-exported: raised here)
 
 
@@ -313,7 +314,7 @@ class Checkpointer:
       if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in str(e):
         raise CheckpointError(f"cannot write checkpoint step {step} in {self.directory}: "
                               f"{getattr(e, 'strerror', None) or 'read-only file system'}") from None
-      if code != errno.ENOSPC and "No space left on device" not in str(e):
+      if not errors.is_disk_full(e):
         raise
       try:  # a save still in flight finishes (or fails) first: report what is on disk
         self._manager.wait_until_finished()
