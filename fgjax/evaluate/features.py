@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -9,6 +10,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgjax.data import augment
+
+
+def _normalized(images: jax.Array) -> jax.Array:
+  """uint8 images [B, H, W, 3] -> the encoder's float input (ImageNet mean/std)."""
+  return augment.normalize(images.astype(jnp.float32) / 255.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def pooled_features(encoder: Any, variables: Any, images: jax.Array) -> jax.Array:
+  """The frozen encoder's pooled features [B, n] of uint8 images [B, H, W, 3] (eval-mode BatchNorm).
+
+  The weights are an argument, not constants closed over: one compiled program
+  serves every evaluation of an encoder of that shape (each monitor step,
+  each split, and, through the persistent compilation cache, other runs), and
+  XLA cannot fold the weights into the program.
+  """
+  return encoder.apply(variables, _normalized(images), train=False)
 
 
 def extract_split(model: Any, source: Any, *, batch_size: int, transform: Any = None,
@@ -27,15 +45,10 @@ def extract_split(model: Any, source: Any, *, batch_size: int, transform: Any = 
      source has super labels), 'super_logits': [N, K] (when asked)}.
   """
   from fgjax.data import pipeline  # (data imports stay out of the feature module's import time)
-  params = {"params": model.params, "batch_stats": model.batch_stats}
-
-  @jax.jit
-  def forward(x):
-    x = augment.normalize(x.astype(jnp.float32) / 255.0)
-    out = {"features": model.encoder.apply(params, x, train=False)}
-    if with_super_logits:
-      out["super_logits"] = model.super_logits(x)
-    return out
+  variables = jax.device_put({"params": model.params, "batch_stats": model.batch_stats})  # once, not per batch
+  super_logits = None
+  if with_super_logits:
+    super_logits = jax.jit(lambda images: model.super_logits(_normalized(images)))
 
   if len(source) == 0:
     raise ValueError("no images to extract features from (empty split)")
@@ -45,7 +58,11 @@ def extract_split(model: Any, source: Any, *, batch_size: int, transform: Any = 
     valid = images.shape[0]
     if valid < batch_size:
       images = np.concatenate([images, np.zeros((batch_size - valid, *images.shape[1:]), images.dtype)])
-    out = jax.device_get(forward(jnp.asarray(images)))
+    images = jnp.asarray(images)
+    out = {"features": pooled_features(model.encoder, variables, images)}
+    if super_logits is not None:
+      out["super_logits"] = super_logits(images)
+    out = jax.device_get(out)
     for key, value in out.items():
       columns.setdefault(key, []).append(np.asarray(value)[:valid])
     columns.setdefault("fine", []).append(np.asarray(batch["fine_label"]))
