@@ -41,6 +41,7 @@ from fgjax.infra import preemption
 from fgjax.infra import profiling
 from fgjax.infra import workdir as workdir_lib
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.pictures import make as pictures
 from fgjax.pretrained import init_from
 from fgjax.pretrained import shipped
@@ -254,7 +255,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
                        last=min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps)
   init_rng, step_rng = registry.rngs(cfg)
   # Initialisation compiled as one program: op-by-op random init is slow on CPU.
-  state = parallel.replicate(mesh, jax.jit(setup.init_state)(init_rng))
+  state = parallel.replicate(mesh, spec.initial_state(setup, init_rng))
   step_rng = parallel.replicate(mesh, step_rng)
 
   # ---- resume, or start (with the baselines' evaluations)

@@ -13,6 +13,7 @@ import jax
 
 from fgjax.infra import checkpointing
 from fgjax.methods import registry
+from fgjax.methods import spec
 
 
 def _cost(method: str, preset: str | None, **fields) -> None:
@@ -20,7 +21,7 @@ def _cost(method: str, preset: str | None, **fields) -> None:
   for path, value in fields.items():
     section, name = path.split("__")
     cfg[section][name] = value
-  state = jax.jit(registry.setup(cfg).init_state)(registry.rngs(cfg)[0])
+  state = spec.initial_state(registry.setup(cfg), registry.rngs(cfg)[0])
   jax.block_until_ready(state)
   size = sum(x.nbytes for x in jax.tree.leaves(state))
   times = []

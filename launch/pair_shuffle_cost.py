@@ -18,6 +18,7 @@ import jax
 
 from fgjax.infra import parallel
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.tools import timing
 
 
@@ -30,7 +31,7 @@ def _step(config: str, shuffle: bool):
   hp = registry.hparams(cfg, setup, 1)
   joint, _ = registry.step_functions(cfg, setup, hp)
   step = parallel.data_parallel(joint, mesh, donate_state=False)
-  state = parallel.replicate(mesh, jax.jit(setup.init_state)(jax.random.PRNGKey(0)))
+  state = parallel.replicate(mesh, spec.initial_state(setup, jax.random.PRNGKey(0)))
   # A joint step (the step counter lives in the base method's state, PerturbState.base).
   state = state.replace(base=state.base.replace(step=state.base.step + hp.joint_start_step))
   batch = parallel.shard_batch(mesh, timing.synthetic_batch(cfg))

@@ -5,6 +5,7 @@ import jax
 from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.methods import registry
+from fgjax.methods import spec
 
 
 def run_steps(cfg, num_devices, num_steps, *, init_seed=0, step_seed=1, states=None):
@@ -25,7 +26,7 @@ def run_steps(cfg, num_devices, num_steps, *, init_seed=0, step_seed=1, states=N
   if pretrain is not None:
     pretrain = parallel.data_parallel(pretrain, mesh, donate_state=False)
   batches = pipeline.train_batches(data, global_batch_size=cfg.data.global_batch_size, seed=0)
-  state = parallel.replicate(mesh, jax.jit(s.init_state)(jax.random.PRNGKey(init_seed)))
+  state = parallel.replicate(mesh, spec.initial_state(s, jax.random.PRNGKey(init_seed)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(step_seed))
   metrics = []
   if states is not None:

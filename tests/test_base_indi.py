@@ -21,6 +21,7 @@ from fgjax.infra import parallel
 from fgjax.methods import base_indi
 from fgjax.methods import instance_head as ih
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.ops import instance_losses
 
 
@@ -264,7 +265,7 @@ def _step_run(method, num_devices, steps=2):
   hp = registry.hparams(cfg, s, num_devices)
   step, _ = registry.step_functions(cfg, s, hp)
   step = parallel.data_parallel(step, mesh, donate_state=False)
-  state = parallel.replicate(mesh, jax.jit(s.init_state)(jax.random.PRNGKey(0)))
+  state = parallel.replicate(mesh, spec.initial_state(s, jax.random.PRNGKey(0)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
   batches = pipeline.train_batches(data["train"], global_batch_size=16, seed=0)
   metrics = []
@@ -309,7 +310,7 @@ def test_eff_and_full_base_indi_give_the_same_loss_on_the_same_state():
   for method in ("base_indi", "base_indi_eff"):
     cfg.method = method
     s = registry.setup(cfg, train_source=one_super)
-    state = jax.jit(s.init_state)(jax.random.PRNGKey(0))
+    state = spec.initial_state(s, jax.random.PRNGKey(0))
     hp = registry.hparams(cfg, s, 1)
     images = jnp.asarray(batch["image"], jnp.float32) / 255.0
     loss, (metrics, _) = base_indi.loss_terms(state.params, state.batch_stats, images,

@@ -15,6 +15,7 @@ from fgjax.config import blocks as config_blocks
 from fgjax.evaluate import checkpoint_eval
 from fgjax.evaluate import restore
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.pretrained import init_from
 
 
@@ -215,7 +216,7 @@ def test_init_from_a_run_directory_starts_with_exactly_its_encoder(trained_run):
     cfg.model.init_from = trained_run[0]
     data = pipeline.load_splits(cfg)
     setup = registry.setup(cfg, num_train=1, train_source=data["train"])
-    fresh = jax.device_get(jax.jit(setup.init_state)(registry.rngs(cfg)[0]))
+    fresh = jax.device_get(spec.initial_state(setup, registry.rngs(cfg)[0]))
     state = init_from.with_init_from(cfg, setup, fresh)
     jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], params)
     jax.tree.map(np.testing.assert_array_equal, state.batch_stats, batch_stats)

@@ -387,3 +387,19 @@ def test_decoder_is_trainable_and_bf16():
     grads, out = jax.jit(jax.grad(loss, has_aux=True))(params)
     assert out.dtype == jnp.float32
     assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(grads))
+
+
+def test_initial_state_is_reproducible_and_within_an_ulp_of_the_default_compile():
+  """``spec.initial_state`` compiles the init at XLA level 0 on CPU: the same values at every call (the trainer,
+  the random-init baseline and the benchmarks agree), and no further than the last bits from the values the
+  default optimisation level gives (the normal draws' multiply-adds may be fused there)."""
+  from fgjax.methods import spec
+  module = nn.Dense(64, kernel_init=nn.initializers.normal(1.0))
+  init_state = lambda rng: module.init(rng, jnp.zeros((1, 32)))["params"]  # noqa: E731
+  setup = spec.Setup(nets=module, tx=None, decoder_tx=None, init_state=init_state)
+  rng = jax.random.PRNGKey(3)  # threefry: the keys the trainer uses
+  first, second = spec.initial_state(setup, rng), spec.initial_state(setup, rng)
+  chex.assert_trees_all_equal(first, second)
+  default = jax.jit(init_state)(rng)
+  np.testing.assert_array_max_ulp(np.asarray(first["kernel"]), np.asarray(default["kernel"]), maxulp=4)
+  assert float(jnp.std(first["kernel"])) == pytest.approx(1.0, abs=0.05)  # a real normal draw, not zeros

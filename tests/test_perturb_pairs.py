@@ -41,7 +41,7 @@ def _setup(**perturb_fields):
   for name, value in perturb_fields.items():
     cfg.perturb[name] = value
   setup = registry.setup(cfg)
-  return cfg, setup.nets, setup.init_state(jax.random.PRNGKey(0))
+  return cfg, setup.nets, spec.initial_state(setup, jax.random.PRNGKey(0))
 
 
 def _pair_features(num_devices, x_hat, x_hat_p, **perturb_fields):
@@ -192,7 +192,7 @@ def test_a_perturb_joint_step_draws_its_bases_keys_and_batches():
   moco_cfg = registry.config("moco", "runlocal")
   moco_cfg.model.bn_groups = 4
   moco_cfg.data.global_batch_size = BATCH
-  moco_state = registry.setup(moco_cfg).init_state(jax.random.PRNGKey(0))
+  moco_state = spec.initial_state(registry.setup(moco_cfg), jax.random.PRNGKey(0))
   chex.assert_trees_all_equal(moco_state.params["encoder"], state.params["encoder"])
 
 

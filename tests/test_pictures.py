@@ -14,6 +14,7 @@ from fgjax import errors
 from fgjax import train
 from fgjax.data import pipeline
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.ops import gradcam
 
 
@@ -155,7 +156,7 @@ def test_missing_matplotlib_is_one_clear_error(monkeypatch):
 def _run(cfg, label="r"):
   data = pipeline.load_splits(cfg)
   setup = registry.setup(cfg, num_train=len(data["train"]), train_source=data["train"])
-  state = jax.device_get(jax.jit(setup.init_state)(jax.random.PRNGKey(0)))
+  state = jax.device_get(spec.initial_state(setup, jax.random.PRNGKey(0)))
   return views.Run(label=label, cfg=cfg, nets=setup.nets, state=state), data
 
 

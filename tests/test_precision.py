@@ -17,6 +17,7 @@ from fgjax.methods import moco
 from fgjax.methods import perturb_ssl
 from fgjax.methods import registry
 from fgjax.methods import simsiam
+from fgjax.methods import spec
 from fgjax.ops import contrastive_losses
 from fgjax.ops import gradcam
 from fgjax.ops import losses
@@ -37,7 +38,7 @@ def _loss_curve(method, dtype, seed, steps=STEPS):
   joint, _ = registry.step_functions(cfg, setup, registry.hparams(cfg, setup, 1))
   step = parallel.data_parallel(joint, mesh)
   init_rng, step_rng = registry.rngs(cfg)
-  state = parallel.replicate(mesh, jax.jit(setup.init_state)(init_rng))
+  state = parallel.replicate(mesh, spec.initial_state(setup, init_rng))
   step_rng = parallel.replicate(mesh, step_rng)
   batches = pipeline.train_batches(data["train"], global_batch_size=cfg.data.global_batch_size, seed=0)
   curve = []

@@ -9,6 +9,7 @@ from fgjax import errors
 from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.methods import registry
+from fgjax.methods import spec
 
 import run_steps
 
@@ -61,7 +62,7 @@ def test_simclr_loss_is_nt_xent_of_the_global_batch():
   from fgjax.methods import ssl_common
   cfg = _cfg()
   s, _, metrics = _run(cfg, 1, num_steps=1)
-  state0 = jax.jit(s.init_state)(jax.random.PRNGKey(0))
+  state0 = spec.initial_state(s, jax.random.PRNGKey(0))
   batch = pipeline.train_batches(pipeline.load_splits(cfg)["train"], global_batch_size=16, seed=0)[0]
   hp = registry.hparams(cfg, s, 1)
   rng = jax.random.fold_in(jax.random.PRNGKey(1), 0)

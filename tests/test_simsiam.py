@@ -13,6 +13,7 @@ from fgjax import train
 from fgjax.config import fields
 from fgjax.methods import registry
 from fgjax.methods import simsiam
+from fgjax.methods import spec
 from fgjax.methods import ssl_common
 
 import run_steps
@@ -73,7 +74,7 @@ def test_contradictory_ablation_fields_are_config_errors(method):
 def test_predictor_lr_is_fixed_and_the_rest_decays():
   cfg = _cfg("simsiam")
   s = registry.setup(cfg, num_train=64)
-  state = jax.jit(s.init_state)(jax.random.PRNGKey(0))
+  state = spec.initial_state(s, jax.random.PRNGKey(0))
   grads = jax.tree.map(np.ones_like, state.params)
   opt_state = state.opt_state
   first = last = None
@@ -131,7 +132,7 @@ def test_steps_of_every_config_train(method, preset):
 
 def test_simsiam_state_has_no_momentum_network_or_queue():
   cfg = _cfg("simsiam")
-  state = jax.jit(registry.setup(cfg, 64).init_state)(jax.random.PRNGKey(0))
+  state = spec.initial_state(registry.setup(cfg, 64), jax.random.PRNGKey(0))
   assert set(state.params) == {"encoder", "head", "predictor"}
   assert type(state) is ssl_common.OnlineState  # step, params, batch_stats, opt_state: no placeholders
   nets = registry.setup(cfg, 64).nets

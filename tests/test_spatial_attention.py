@@ -7,6 +7,7 @@ import pytest
 
 from fgjax.data import pipeline
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.ops import spatial_attention as sa
 
 
@@ -26,7 +27,7 @@ def test_attention_maps_of_a_stage_follow_the_bright_region():
   cfg = registry.config("base", "runlocal")
   data = pipeline.load_splits(cfg)
   s = registry.setup(cfg, train_source=data["train"])
-  state = jax.jit(s.init_state)(jax.random.PRNGKey(0))
+  state = spec.initial_state(s, jax.random.PRNGKey(0))
   model = registry.frozen_model(cfg, s.nets, state)
   images = np.zeros((2, 16, 16, 3), np.float32)
   images[0, :8, :8] = 3.0  # top-left quadrant

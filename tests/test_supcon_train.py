@@ -10,6 +10,7 @@ from fgjax import errors
 from fgjax.data import pipeline
 from fgjax.infra import parallel
 from fgjax.methods import registry
+from fgjax.methods import spec
 
 
 def _step_run(cfg, num_devices, steps=2):
@@ -18,7 +19,7 @@ def _step_run(cfg, num_devices, steps=2):
   mesh = parallel.make_mesh(jax.devices()[:num_devices])
   step, _ = registry.step_functions(cfg, s, registry.hparams(cfg, s, num_devices))
   step = parallel.data_parallel(step, mesh, donate_state=False)
-  state = parallel.replicate(mesh, jax.jit(s.init_state)(jax.random.PRNGKey(0)))
+  state = parallel.replicate(mesh, spec.initial_state(s, jax.random.PRNGKey(0)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
   batches = pipeline.train_batches(data["train"], global_batch_size=cfg.data.global_batch_size, seed=0)
   metrics = []

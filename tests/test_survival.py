@@ -30,6 +30,7 @@ from fgjax.infra import preemption
 from fgjax.infra import workdir as workdir_lib
 from fgjax.methods import moco
 from fgjax.methods import registry
+from fgjax.methods import spec
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -393,7 +394,7 @@ def test_a_damaged_step_that_cannot_be_moved_is_skipped_in_place(finished_run, t
   ckpt = checkpointing.Checkpointer(workdir)
   try:
     cfg = _config()
-    target = jax.jit(registry.setup(cfg).init_state)(registry.rngs(cfg)[0])  # a TrainState, as training has
+    target = spec.initial_state(registry.setup(cfg), registry.rngs(cfg)[0])  # a TrainState, as training has
     _, _, step = ckpt.restore_latest_good(target)
     assert step == 6 and ckpt.latest_step() == 6 and 8 not in ckpt.all_steps()
   finally:

@@ -27,6 +27,7 @@ from fgjax.evaluate import report
 from fgjax.evaluate import suite
 from fgjax.evaluate import restore
 from fgjax.methods import registry
+from fgjax.methods import spec
 from fgjax.pretrained import init_from
 
 
@@ -110,7 +111,7 @@ def evaluate_workdir(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   logging.info("evaluating %s step %d (%s)", workdir, step, train_cfg.method)
   sections = {"trained": evaluate_state(train_cfg, setup.nets, state, data)}
   if cfg.eval.random_init_baseline:  # the run's encoder at random init, and its model.init_from's untouched
-    random_init = jax.device_get(jax.jit(setup.init_state)(init_rng))
+    random_init = jax.device_get(spec.initial_state(setup, init_rng))
     sections["random_init"] = evaluate_state(train_cfg, setup.nets, random_init, data)
     if train_cfg.model.get("init_from", "") not in config_blocks.INIT_RANDOM:
       initial = init_from.with_init_from(train_cfg, setup, random_init)
@@ -144,7 +145,7 @@ def evaluate_imported(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   data = pipeline.load_splits(train_cfg)
   setup = registry.setup(train_cfg, num_train=1, train_source=data["train"])
   init_rng, _ = registry.rngs(train_cfg)
-  state = init_from.with_init_from(train_cfg, setup, jax.device_get(jax.jit(setup.init_state)(init_rng)))
+  state = init_from.with_init_from(train_cfg, setup, jax.device_get(spec.initial_state(setup, init_rng)))
   logging.info("evaluating %s as imported (%s, no training)", cfg.init_from, train_cfg.model.encoder)
   sections = {"imported": evaluate_state(train_cfg, setup.nets, state, data)}
   workdir = os.path.abspath(cfg.workdir)

@@ -47,6 +47,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from fgjax.methods import spec
 from fgjax.tools import timing
 
 
@@ -160,7 +161,7 @@ def time_step(cfg, method: str, *, steps: int, warmup: int, devices=None, preset
   hp = registry.hparams(cfg, setup, mesh.size)
   joint, _ = registry.step_functions(cfg, setup, hp)
   step = parallel.data_parallel(joint, mesh)
-  state = parallel.replicate(mesh, jax.jit(setup.init_state)(jax.random.PRNGKey(0)))
+  state = parallel.replicate(mesh, spec.initial_state(setup, jax.random.PRNGKey(0)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
   batch = parallel.shard_batch(mesh, timing.synthetic_batch(cfg))
 

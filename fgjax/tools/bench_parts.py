@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fgjax.methods import spec
 from fgjax.tools import timing
 
 
@@ -91,7 +92,7 @@ def step_parts(cfg, *, repeats: int = 3, devices=None) -> dict[str, float]:
   setup = registry.setup(cfg)
   hp = registry.hparams(cfg, setup, mesh.size)
   nets = setup.nets
-  state = parallel.replicate(mesh, jax.jit(setup.init_state)(jax.random.PRNGKey(0)))
+  state = parallel.replicate(mesh, spec.initial_state(setup, jax.random.PRNGKey(0)))
   rng = parallel.replicate(mesh, jax.random.PRNGKey(1))
   batch = parallel.shard_batch(mesh, timing.synthetic_batch(cfg))
 
