@@ -10,6 +10,7 @@ as one line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -60,7 +61,9 @@ class MetricsWriter:
     self._tb = None
     if self._active:
       drop_rows_after(os.path.join(workdir, "metrics.jsonl"), resume_step)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._jsonl_path = os.path.join(workdir, "metrics.jsonl")
+      self._tb_path = os.path.join(workdir, "tb")
+      self._jsonl = open(self._jsonl_path, "a")
       # Imported lazily: only process 0 writes.
       from tensorboardX.event_file_writer import EventsWriter
       from tensorboardX.proto.event_pb2 import Event
@@ -73,14 +76,30 @@ class MetricsWriter:
     if not self._active:
       return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    with _naming(self._jsonl_path):
+      self._jsonl.write(json.dumps(record) + "\n")
+      self._jsonl.flush()
     now = time.time()
-    for key, value in scalars.items():
-      self._tb.write_event(self._event(wall_time=now, step=int(step), summary=self._scalar(key, float(value))))
-    self._tb.flush()
+    with _naming(self._tb_path):
+      for key, value in scalars.items():
+        self._tb.write_event(self._event(wall_time=now, step=int(step), summary=self._scalar(key, float(value))))
+      self._tb.flush()
 
   def close(self) -> None:
     if self._active:
-      self._jsonl.close()
-      self._tb.close()
+      with _naming(self._jsonl_path):
+        self._jsonl.close()
+      with _naming(self._tb_path):
+        self._tb.close()
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+  """An ``OSError`` of a write to an open file (which carries no file name) names ``path``: a full disk's
+  one line then says which file could not be written."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename:
+      raise
+    raise OSError(e.errno, e.strerror, path) from e
