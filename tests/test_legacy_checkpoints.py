@@ -72,7 +72,11 @@ def test_a_legacy_run_evaluates_to_the_numbers_it_had(name, tmp_path):
   proc = _main("--config=configs/evaluate.py:runlocal", f"--config.workdir={workdir}", "--config.checkpoint_step=8")
   assert "legacy SSL layout: converted to" in proc.stderr
   got = _results(workdir)["evaluations"]["step_8"]
-  assert got["trained"] == expected["trained"] and got["random_init"] == expected["random_init"]
+  # Within float rounding, not bit for bit: the numbers were written by the code of their day, and two later
+  # changes moved continuous measures in the 7th digit (the evaluation's forward takes the weights as an
+  # argument; the random init compiles at XLA level 0). A wrong restore moves them by far more.
+  assert got["trained"] == pytest.approx(expected["trained"], rel=1e-6, abs=1e-9)
+  assert got["random_init"] == pytest.approx(expected["random_init"], rel=1e-6, abs=1e-9)
 
 
 def test_a_legacy_run_resumes_and_continues_exactly(tmp_path):
@@ -85,7 +89,7 @@ def test_a_legacy_run_resumes_and_continues_exactly(tmp_path):
   new_rows = {r["step"]: r for r in _metrics(workdir)}
   for step in (9, 10):
     assert new_rows[step] == old_rows[step], step
-  assert _results(workdir)["trained"] == old_trained
+  assert _results(workdir)["trained"] == pytest.approx(old_trained, rel=1e-6, abs=1e-9)  # (rounding: see above)
   ckpt = checkpointing.Checkpointer(workdir, create=False)
   try:
     assert ckpt.latest_step() == 10
