@@ -11,6 +11,7 @@ from fgjax import errors
 from fgjax import optim
 from fgjax import train
 from fgjax.config import fields
+from fgjax.methods import perturb_ssl
 from fgjax.methods import registry
 from fgjax.methods import simsiam
 from fgjax.methods import spec
@@ -112,13 +113,12 @@ def _one_and_four_device_settings(cfg):
   return cfg
 
 
-# Each ablation switch once (they act in the shared perturb_and_reconstruct, so the
-# base does not matter for them), each SSL base once: every case compiles its own
-# step, and the suite's time is mostly compilation.
+# Each SSL base once, and the ablation that changes the step itself (no_pairs: no pair
+# loss); every case compiles its own step, and the suite's time is mostly compilation.
+# The two noise ablations act only in perturb_vectors: their wiring is tested below
+# without a step, their switches in test_perturb.py.
 @pytest.mark.parametrize("method,preset", [
-    ("simsiam", "runlocal"), ("perturb_simsiam", "runlocal"),
-    ("perturb_simsiam", "runlocal,lowvar_only"), ("perturb_moco", "runlocal,gradcam_only"),
-    ("perturb_moco", "runlocal,no_pairs"),
+    ("simsiam", "runlocal"), ("perturb_simsiam", "runlocal"), ("perturb_moco", "runlocal,no_pairs"),
 ])
 def test_steps_of_every_config_train(method, preset):
   cfg = _one_and_four_device_settings(_cfg(method, preset))
@@ -138,6 +138,26 @@ def test_steps_of_every_config_train(method, preset):
     assert m["loss_r"] > 0
   if method == "simsiam":
     assert -1.0 <= metrics[-1]["loss"] <= 1.0
+
+
+@pytest.mark.parametrize("method,preset", [("perturb_simsiam", "lowvar_only"), ("perturb_moco", "gradcam_only")])
+def test_a_noise_ablation_preset_switches_off_its_term_in_the_steps_perturbation(method, preset):
+  """The step perturbs through ``perturb_vectors(..., PerturbHParams.from_config(cfg))``: under each noise
+  ablation preset exactly the other term is drawn (the step then differs only there; each switch's own
+  arithmetic is tested in test_perturb.py)."""
+  cfg = registry.config(method, f"runlocal,{preset}")
+  ph = perturb_ssl.PerturbHParams.from_config(cfg)
+  assert cfg.perturb.gradcam_noise != cfg.perturb.lowvar_noise and cfg.perturb.pair_loss
+  b, n = 8, 32
+  draw = np.random.RandomState(0)
+  v = jnp.asarray(draw.normal(size=(b, n)), jnp.float32)
+  eta = jnp.asarray(draw.normal(size=(b, n)), jnp.float32)  # Grad-CAM scores, of either sign
+  s = jnp.asarray(draw.uniform(size=n) * 1e-3, jnp.float32)  # bank variances (<= 1/n: column-normalised)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(b))
+  v_p, aux = jax.jit(lambda k, v, e, s: perturb_ssl.perturb_vectors(k, v, e, s, ph))(keys, v, eta, s)
+  assert (float(jnp.abs(aux["gradcam_noise"]).max()) > 0) == cfg.perturb.gradcam_noise
+  assert (float(jnp.abs(aux["lowvar_noise"]).max()) > 0) == cfg.perturb.lowvar_noise
+  np.testing.assert_allclose(v_p, v + aux["gradcam_noise"][:, 0] + aux["lowvar_noise"][:, 0], atol=1e-6)
 
 
 def test_simsiam_state_has_no_momentum_network_or_queue():
