@@ -254,7 +254,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, mesh: Any,
   schedule = _Schedule(pretrain=pretrain_steps, joint=joint_steps,
                        last=min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps)
   init_rng, step_rng = registry.rngs(cfg)
-  # Initialisation compiled as one program: op-by-op random init is slow on CPU.
+  # The run's initial state: one program, compiled fast (spec.initial_state; op by op it is slow on CPU).
   state = parallel.replicate(mesh, spec.initial_state(setup, init_rng))
   step_rng = parallel.replicate(mesh, step_rng)
 
