@@ -59,6 +59,7 @@ compiling aug+ takes ~3 s.
 from __future__ import annotations
 
 import math
+from typing import Any
 from typing import Sequence
 
 import jax
@@ -89,6 +90,11 @@ def normalize(images: jax.Array, mean: Sequence[float] = IMAGENET_MEAN,
   mean = jnp.asarray(mean, images.dtype)
   std = jnp.asarray(std, images.dtype)
   return (images - mean) / std
+
+
+def normalize_uint8(images: Any) -> jax.Array:
+  """uint8 images ``[..., H, W, 3]`` -> the models' input: float32, ImageNet-normalised."""
+  return normalize(jnp.asarray(images, jnp.float32) / 255.0)
 
 
 def denormalize(images: jax.Array, mean: Sequence[float] = IMAGENET_MEAN,

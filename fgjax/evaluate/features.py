@@ -12,11 +12,6 @@ import numpy as np
 from fgjax.data import augment
 
 
-def _normalized(images: jax.Array) -> jax.Array:
-  """uint8 images [B, H, W, 3] -> the encoder's float input (ImageNet mean/std)."""
-  return augment.normalize(images.astype(jnp.float32) / 255.0)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def pooled_features(encoder: Any, variables: Any, images: jax.Array) -> jax.Array:
   """The frozen encoder's pooled features [B, n] of uint8 images [B, H, W, 3] (eval-mode BatchNorm).
@@ -26,7 +21,7 @@ def pooled_features(encoder: Any, variables: Any, images: jax.Array) -> jax.Arra
   each split, and, through the persistent compilation cache, other runs), and
   XLA cannot fold the weights into the program.
   """
-  return encoder.apply(variables, _normalized(images), train=False)
+  return encoder.apply(variables, augment.normalize_uint8(images), train=False)
 
 
 def extract_split(model: Any, source: Any, *, batch_size: int, transform: Any = None,
@@ -48,7 +43,7 @@ def extract_split(model: Any, source: Any, *, batch_size: int, transform: Any = 
   variables = jax.device_put({"params": model.params, "batch_stats": model.batch_stats})  # once, not per batch
   super_logits = None
   if with_super_logits:
-    super_logits = jax.jit(lambda images: model.super_logits(_normalized(images)))
+    super_logits = jax.jit(lambda images: model.super_logits(augment.normalize_uint8(images)))
 
   if len(source) == 0:
     raise ValueError("no images to extract features from (empty split)")

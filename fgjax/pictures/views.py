@@ -56,7 +56,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def normalised(images: np.ndarray) -> jax.Array:
   """uint8 ``[N, H, W, 3]`` -> the models' input (ImageNet-normalised float32)."""
-  return augment.normalize(jnp.asarray(images, jnp.float32) / 255.0)
+  return augment.normalize_uint8(images)
 
 
 def pick_examples(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
